@@ -1,0 +1,262 @@
+"""``actdsl.compile``: spec text -> :class:`Kernel`, a callable with exact gradients.
+
+The kernel does what every backend shares: checks and converts arrays, moves the row axis last,
+checks and broadcasts parameters, sums parameter gradients over the batch. The backend's
+generated functions only see float arrays with the row (or unit) axis last.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import numpy as np
+import sympy as sp
+
+from . import library  # noqa: F401  (fills the registry)
+from .ast import Spec
+from .derive import derivative as derive_derivative, make_plan
+from .errors import ActdslError, ArrayTypeError, ParameterError, close_names
+from .ir import IR
+from .lower import lower
+from .registry import REGISTRY
+from .syntax import parse
+
+BACKENDS = ("numpy", "numba", "cuda")
+_CACHE_SIZE = 256
+_cache: OrderedDict = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def compile(spec: str | Spec, backend: str = "numpy") -> "Kernel":  # noqa: A001 - public name
+    """Compile a spec for a backend. Kernels are cached per (canonical spec, backend)."""
+    if backend not in BACKENDS:
+        hint = close_names(str(backend), BACKENDS)
+        raise ActdslError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}"
+                          + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    text = spec if isinstance(spec, str) else str(spec)
+    ast = parse(text) if isinstance(spec, str) else spec
+    key = (str(ast), backend, REGISTRY.generation)
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    kernel = Kernel(ast, backend, text)
+    with _cache_lock:
+        _cache[key] = kernel
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return kernel
+
+
+def _backend_module(name: str):
+    if name == "numpy":
+        from .backends import numpy as mod
+    else:
+        raise ActdslError(f"the {name!r} backend is not available in this version of actdsl")
+    return mod
+
+
+_FLOATS = {np.dtype(np.float32): np.dtype(np.float32), np.dtype(np.float64): np.dtype(np.float64),
+           np.dtype(np.float16): np.dtype(np.float32)}
+
+
+def as_float_array(x, what: str = "input") -> np.ndarray:
+    """Array-likes become arrays; ints and bools compute in float64, float16 in float32."""
+    try:
+        a = np.asarray(x)
+    except Exception as e:  # ragged lists and the like
+        raise ArrayTypeError(f"{what} is not an array of numbers: {e}") from None
+    kind = a.dtype.kind
+    if kind in "iub":
+        return a.astype(np.float64)
+    if a.dtype in _FLOATS:
+        return a
+    if kind == "c":
+        raise ArrayTypeError(f"{what} is complex; actdsl activations are real functions: pass "
+                             "x.real or compute on real and imaginary parts yourself")
+    if kind == "f":
+        raise ArrayTypeError(f"{what} has dtype {a.dtype}; actdsl computes in float32 or float64")
+    raise ArrayTypeError(f"{what} has dtype {a.dtype}; expected an array of real numbers")
+
+
+class Kernel:
+    """A compiled spec. Call it for y; ``vjp`` for gradients; see DESIGN.md for the contract."""
+
+    def __init__(self, spec: Spec, backend: str, text: str = ""):
+        self.spec = spec
+        self.text = str(spec)
+        self.backend = backend
+        self.ir: IR = lower(spec, text)
+        self.plan = make_plan(self.ir)
+        self.rowwise = self.plan.rowwise
+        module = _backend_module(backend)
+        self.source, self._fns = module.build(self.plan, _safe_key(self.text))
+
+    def __repr__(self) -> str:
+        return f"<actdsl.Kernel {self.text!r} backend={self.backend}>"
+
+    # -- symbolic views --------------------------------------------------------------------------
+    @property
+    def params(self):
+        """The learnable parameters: name, shape per unit, default initialisation."""
+        return self.ir.params
+
+    @property
+    def expr(self) -> sp.Expr:
+        return self.ir.expr
+
+    @property
+    def derivative_expr(self) -> sp.Expr:
+        if self.rowwise:
+            from .derive import jacobian_entry
+            return jacobian_entry(self.plan)
+        return derive_derivative(self.ir)
+
+    def init_params(self, units: int, rng: np.random.Generator | int | None = None) -> dict:
+        """Default parameter values for a layer of ``units`` units; with ``rng``, jittered where
+        the parameter defines that (maxout)."""
+        if not isinstance(units, (int, np.integer)) or units < 1:
+            raise ParameterError(f"units must be a positive whole number, not {units!r}")
+        if rng is not None and not isinstance(rng, np.random.Generator):
+            rng = np.random.default_rng(rng)
+        return {p.name: p.init(int(units), rng).reshape((int(units), *p.shape)) for p in self.params}
+
+    # -- numbers ---------------------------------------------------------------------------------
+    def __call__(self, x, axis: int = -1, **params):
+        a, xt, axis, args = self._prepare(x, axis, params)
+        if xt.size == 0:
+            return np.empty(a.shape, self._out_dtype(a))
+        y = self._fns["forward"](xt, *args)
+        return self._finish(y, xt, axis, a)
+
+    def derivative(self, x, axis: int = -1, **params):
+        """g'(x), elementwise specs only (a row-wise spec has a Jacobian: use ``vjp``)."""
+        if self.rowwise:
+            raise ActdslError(f"{self.text!r} is row-wise: each output depends on the whole row, "
+                              "so there is no elementwise derivative; use vjp(x, dy)")
+        a, xt, axis, args = self._prepare(x, axis, params)
+        if xt.size == 0:
+            return np.empty(a.shape, self._out_dtype(a))
+        return self._finish(self._fns["derivative"](xt, *args), xt, axis, a)
+
+    def vjp(self, x, dy, axis: int = -1, with_params: bool = False, **params):
+        """dL/dx given dL/dy (and, ``with_params``, dL/dθ for every learnable parameter)."""
+        given = {k: np.shape(v) for k, v in params.items()}
+        a, xt, axis, args = self._prepare(x, axis, params)
+        g = as_float_array(dy, "dy")
+        if g.shape != a.shape:
+            raise ParameterError(f"dy has shape {g.shape} but x has shape {a.shape}")
+        g = np.moveaxis(g.astype(xt.dtype, copy=False), axis, -1) if axis is not None else \
+            g.astype(xt.dtype, copy=False)
+        if xt.size == 0:
+            dx = np.empty(a.shape, self._out_dtype(a))
+            grads = {p.name: np.zeros(given[p.name], self._out_dtype(a)) for p in self.params}
+        else:
+            dz, dps = self._fns["vjp"](xt, g, *args)
+            dx = self._finish(dz, xt, axis, a)
+            grads, i = {}, 0
+            for p in self.params:
+                cols = [np.sum(np.broadcast_to(d, xt.shape).reshape(-1, xt.shape[-1]), axis=0)
+                        for d in dps[i:i + len(p.symbols)]]
+                i += len(p.symbols)
+                full = cols[0] if not p.shape else np.stack(cols, axis=-1)
+                grads[p.name] = _sum_to(full, given[p.name]).astype(self._out_dtype(a))
+        return (dx, grads) if with_params else dx
+
+    # -- plumbing ----------------------------------------------------------------------------------
+    @staticmethod
+    def _out_dtype(a: np.ndarray):
+        return a.dtype if a.dtype.kind == "f" else np.dtype(np.float64)
+
+    def _prepare(self, x, axis, params):
+        a = as_float_array(x)
+        dtype = _FLOATS[a.dtype] if a.dtype in _FLOATS else np.dtype(np.float64)
+        if self.rowwise and self.backend == "numpy":
+            # row sums of float32 that cancel lose ~1e-7 of the row's scale, and norm:*'s eps
+            # (1e-8) cannot absorb that: the reference backend does rows in float64
+            dtype = np.dtype(np.float64)
+        needs_axis = self.rowwise or bool(self.params)
+        if needs_axis:
+            if a.ndim == 0:
+                if self.rowwise:
+                    raise ParameterError(f"{self.text!r} is row-wise and needs an array with at "
+                                         "least one axis, not a scalar")
+                a_view = a.reshape(1)
+            else:
+                a_view = a
+            if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+                raise ParameterError(f"axis must be an int, not {axis!r}")
+            if not -a_view.ndim <= axis < a_view.ndim:
+                raise ParameterError(f"axis {axis} is out of range for an array with "
+                                     f"{a_view.ndim} dimension(s)")
+            axis = int(axis) % a_view.ndim
+            xt = np.moveaxis(a_view, axis, -1).astype(dtype, copy=False)
+        else:
+            axis = None
+            xt = a.astype(dtype, copy=False)
+        units = xt.shape[-1] if xt.ndim else 1
+        args = [dtype.type(units)]
+        args += self._param_args(params, units, dtype)
+        return a, xt, axis, args
+
+    def _param_args(self, params: dict, units: int, dtype) -> list:
+        expected = {p.name for p in self.params}
+        extra = [k for k in params if k not in expected]
+        if extra:
+            hint = close_names(extra[0], expected)
+            known = ", ".join(sorted(expected)) or "none"
+            raise ParameterError(f"{self.text!r} has no parameter {extra[0]!r}"
+                                 + (f"; did you mean {hint[0]!r}?" if hint else
+                                    f"; its parameters: {known}"))
+        args = []
+        for p in self.params:
+            if p.name not in params:
+                raise ParameterError(
+                    f"{self.text!r} needs parameter {p.name!r} ({p.description or 'learnable'}), "
+                    f"shape {(units, *p.shape)}; kernel.init_params({units}) gives the defaults")
+            value = params[p.name]
+            try:
+                arr = as_float_array(value, f"parameter {p.name!r}").astype(dtype, copy=False)
+            except ArrayTypeError:
+                raise
+            full_shape = (units, *p.shape)
+            if arr.shape not in {(), full_shape, tuple(p.shape)} or arr.ndim > len(full_shape):
+                raise ParameterError(
+                    f"parameter {p.name!r} has shape {arr.shape}; expected {full_shape} "
+                    f"(one per unit{', per piece' if p.shape else ''})"
+                    + (f", {tuple(p.shape)} (the same for every unit)" if p.shape else "")
+                    + " or a single number")
+            full = np.broadcast_to(arr, full_shape)
+            if p.shape:
+                args += [full[:, i] for i in range(p.shape[0])]
+            else:
+                args.append(full)
+        return args
+
+    def _finish(self, y, xt: np.ndarray, axis, a: np.ndarray):
+        y = np.asarray(y)
+        if y.shape != xt.shape or y.dtype != xt.dtype:
+            full = np.empty(xt.shape, xt.dtype)
+            full[...] = y
+            y = full
+        if axis is not None:
+            y = np.moveaxis(y, -1, axis)
+            if a.ndim == 0:
+                y = y.reshape(())
+        out = self._out_dtype(a)
+        return y if y.dtype == out else y.astype(out)
+
+
+def _sum_to(grad: np.ndarray, shape: tuple) -> np.ndarray:
+    """Sum a (units, ...) gradient down to the shape the user passed the parameter in."""
+    if grad.shape == tuple(shape):
+        return grad
+    if len(shape) == 0:
+        return np.asarray(grad.sum())
+    return grad.sum(axis=0)  # (k,) given for a (units, k) parameter
+
+
+def _safe_key(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

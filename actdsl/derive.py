@@ -1,0 +1,164 @@
+"""Exact derivatives (DESIGN.md, "Exact derivatives").
+
+A lowered expression ``y = F(z, R_1..R_K, θ)`` is split into its row reductions
+``R_k = Op_k(f_k(z, R_<k, θ))``, each replaced by a plain symbol ``r_k``; SymPy then gives every
+partial derivative the row-wise VJP needs. ``Plan`` holds them; backends turn a plan into code:
+
+    λ_k  = Σ_j g_j ∂F/∂r_k(z_j) + Σ_{m>k} λ_m · S_mk,   S_mk = Σ_j ∂f_m/∂r_k(z_j)  (argmax for max)
+    dz_i = g_i ∂F/∂z(z_i) + Σ_k λ_k · ∂f_k/∂z(z_i)                                   (argmax for max)
+    dθ   = Σ_batch [ g ∂F/∂θ + Σ_k λ_k ∂f_k/∂θ ]
+
+Max, Min and Abs are rewritten into Piecewise first, so the derivative at a kink is the
+derivative of the branch the definition selects there; Heaviside and DiracDelta never appear.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from .ir import IR, RowMax, RowReduction, z
+
+
+def to_piecewise(expr: sp.Expr) -> sp.Expr:
+    """Max/Min/Abs/sign as Piecewise with the first argument winning ties (as relu's 0)."""
+
+    def first(items, better):
+        items = list(items)
+        out = items[-1]
+        for a in reversed(items[:-1]):
+            out = sp.Piecewise((a, sp.And(*[better(a, b) for b in items if b is not a])), (out, True))
+        return out
+
+    def rw(e):
+        if isinstance(e, sp.Max):
+            return first(e.args, lambda a, b: a >= b)
+        if isinstance(e, sp.Min):
+            return first(e.args, lambda a, b: a <= b)
+        if isinstance(e, sp.Abs):
+            u = e.args[0]
+            return sp.Piecewise((-u, u < 0), (u, True))
+        if isinstance(e, sp.sign):
+            u = e.args[0]
+            return sp.Piecewise((-1, u < 0), (0, sp.Eq(u, 0)), (1, True))
+        return e
+
+    return expr.replace(lambda e: isinstance(e, (sp.Max, sp.Min, sp.Abs, sp.sign)), rw)
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """``symbol = kind(body)`` over the row; ``depth`` 1 needs no other reduction."""
+
+    kind: type
+    symbol: sp.Symbol
+    body: sp.Expr
+    depth: int
+
+    @property
+    def has_gradient(self) -> bool:
+        return self.kind.has_gradient
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a backend needs to compute forward, derivative, VJP and parameter gradients."""
+
+    reductions: tuple[Reduction, ...]
+    out: sp.Expr                                   # F(z, r, θ)
+    params: tuple[sp.Symbol, ...]                  # θ, flattened
+    dout_dz: sp.Expr                               # ∂F/∂z
+    dout_dr: dict                                  # r_k -> ∂F/∂r_k
+    dbody_dz: dict                                 # r_k -> ∂f_k/∂z
+    dbody_dr: dict                                 # (r_m, r_k) -> ∂f_m/∂r_k, nonzero only
+    dout_dp: dict                                  # θ -> ∂F/∂θ
+    dbody_dp: dict                                 # (r_k, θ) -> ∂f_k/∂θ, nonzero only
+
+    @property
+    def rowwise(self) -> bool:
+        return bool(self.reductions)
+
+    @property
+    def depths(self) -> list[list[Reduction]]:
+        """Reductions grouped by depth: each group can be computed in one pass over a row."""
+        top = max((r.depth for r in self.reductions), default=0)
+        return [[r for r in self.reductions if r.depth == d] for d in range(1, top + 1)]
+
+    def grad_reductions(self) -> list[Reduction]:
+        return [r for r in self.reductions if r.has_gradient]
+
+
+def split_reductions(expr: sp.Expr) -> tuple[list[Reduction], sp.Expr]:
+    """Replace row reductions, innermost first, by symbols r1, r2, ...; identical reductions
+    (norm:z's two means) share one symbol."""
+    found: list[Reduction] = []
+    depth_of: dict[sp.Symbol, int] = {}
+    while True:
+        atoms = [a for a in expr.atoms(RowReduction) if not a.args[0].atoms(RowReduction)]
+        if not atoms:
+            return found, expr
+        atoms.sort(key=sp.default_sort_key)
+        mapping = {}
+        for atom in atoms:
+            sym = sp.Symbol(f"r{len(found) + 1}", real=True)
+            body = atom.args[0]
+            depth = 1 + max((depth_of[s] for s in body.free_symbols if s in depth_of), default=0)
+            depth_of[sym] = depth
+            found.append(Reduction(type(atom), sym, body, depth))
+            mapping[atom] = sym
+        expr = expr.xreplace(mapping)
+
+
+def _nonzero(d: dict) -> dict:
+    return {k: v for k, v in d.items() if v != 0}
+
+
+def make_plan(ir: IR) -> Plan:
+    reductions, out = split_reductions(to_piecewise(ir.expr))
+    reductions = [Reduction(r.kind, r.symbol, to_piecewise(r.body), r.depth) for r in reductions]
+    theta = ir.param_symbols
+    grad = [r for r in reductions if r.has_gradient]
+    return Plan(
+        reductions=tuple(reductions),
+        out=out,
+        params=theta,
+        dout_dz=sp.diff(out, z),
+        dout_dr={r.symbol: sp.diff(out, r.symbol) for r in grad},
+        dbody_dz={r.symbol: sp.diff(r.body, z) for r in grad},
+        dbody_dr=_nonzero({(m.symbol, k.symbol): sp.diff(m.body, k.symbol)
+                           for m in grad for k in grad if k.symbol in m.body.free_symbols}),
+        dout_dp={p: sp.diff(out, p) for p in theta},
+        dbody_dp=_nonzero({(r.symbol, p): sp.diff(r.body, p) for r in grad for p in theta}),
+    )
+
+
+def derivative(ir: IR) -> sp.Expr:
+    """g'(z) of an elementwise spec."""
+    return sp.diff(to_piecewise(ir.expr), z)
+
+
+i_index, j_index = sp.symbols("i j", integer=True)
+z_i, z_j = sp.Symbol("z_i", real=True), sp.Symbol("z_j", real=True)
+
+
+def jacobian_entry(plan: Plan) -> sp.Expr:
+    """∂y_i/∂z_j of a row-wise spec, with ``δ_ij`` for the diagonal and ``δ_{j a_k}`` where a
+    row maximum passes its gradient to its argmax ``a_k``. Row reductions appear as atoms again."""
+    atom = {}
+    for r in plan.reductions:
+        atom[r.symbol] = r.kind(r.body.xreplace(atom))
+    argmax = {r.symbol: sp.Symbol(f"a_{r.symbol.name[1:]}", integer=True) for r in plan.reductions}
+    total: dict[sp.Symbol, sp.Expr] = {}
+    for r in plan.grad_reductions():
+        base = plan.dbody_dz[r.symbol].subs(z, z_j)
+        if r.kind is RowMax:
+            base *= sp.KroneckerDelta(j_index, argmax[r.symbol])
+        for (m, k), e in plan.dbody_dr.items():
+            if m == r.symbol:
+                inner = (sp.Symbol(f"z_{{a_{m.name[1:]}}}", real=True) if r.kind is RowMax else None)
+                through = e.subs(z, inner) if inner is not None else r.kind(e)
+                base += through * total[k]
+        total[r.symbol] = base
+    entry = sp.KroneckerDelta(i_index, j_index) * plan.dout_dz.subs(z, z_i)
+    entry += sum((plan.dout_dr[s].subs(z, z_i) * d for s, d in total.items()), sp.S.Zero)
+    return entry.xreplace(atom)

@@ -1,0 +1,94 @@
+"""The lowered form of a spec: one SymPy expression in ``z`` with row reductions as atoms.
+
+``z`` is one element of a row and ``n`` the row length. A row reduction is an unevaluated SymPy
+function of an expression in ``z`` (and of earlier reductions): ``RowSum(f)`` and ``RowMax(f)``
+carry gradients; ``RowShift(f)`` is a row maximum whose gradient is zero because the result does
+not depend on it (softmax's max shift).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import sympy as sp
+
+from .stable import sqrt0
+
+z = sp.Symbol("z", real=True)
+n = sp.Symbol("n", positive=True, integer=True)
+
+
+class RowReduction(sp.Function):
+    """A reduction over the row that holds ``z``; subclasses say which."""
+
+    nargs = 1
+    is_real = True
+    has_gradient = True
+
+    def fdiff(self, argindex=1):  # pragma: no cover - derive.py replaces atoms before diff
+        raise TypeError("row reductions are differentiated by actdsl.derive, not by SymPy")
+
+
+class RowSum(RowReduction):
+    """Σ_j f(z_j) over the row."""
+
+
+class RowMax(RowReduction):
+    """max_j f(z_j) over the row; its gradient flows through the first argmax."""
+
+
+class RowShift(RowReduction):
+    """max_j f(z_j), used only as a shift the result does not depend on: no gradient."""
+
+    has_gradient = False
+
+
+def row_mean(u: sp.Expr) -> sp.Expr:
+    return RowSum(u) / n
+
+
+def row_std(u: sp.Expr) -> sp.Expr:
+    """Standard deviation over the row, ddof 0."""
+    return sqrt0(RowSum((u - row_mean(u)) ** 2) / n)
+
+
+def reductions(expr: sp.Expr) -> set[RowReduction]:
+    return set(expr.atoms(RowReduction))
+
+
+@dataclass(frozen=True)
+class Param:
+    """A learnable parameter: one value (or ``shape`` values) per unit.
+
+    ``symbols`` are the scalars the expression uses: one for ``shape == ()``, otherwise one per
+    entry of the last axis (``m_0 .. m_{k-1}`` for maxout's slopes). ``init(units, rng)`` returns
+    the default values, an array of shape ``(units, *shape)``.
+    """
+
+    name: str
+    symbols: tuple[sp.Symbol, ...]
+    shape: tuple[int, ...]
+    init: Callable[[int, np.random.Generator | None], np.ndarray] = field(compare=False)
+    description: str = ""
+
+    def __repr__(self) -> str:
+        return f"Param({self.name!r}, shape per unit {self.shape})"
+
+
+@dataclass(frozen=True)
+class IR:
+    """A whole spec, lowered: ``expr`` computes y from ``z``; ``display`` is the same function in
+    the notation documentation uses (max, |z|, min kept as such)."""
+
+    expr: sp.Expr
+    params: tuple[Param, ...]
+    display: sp.Expr
+
+    @property
+    def rowwise(self) -> bool:
+        return bool(reductions(self.expr))
+
+    @property
+    def param_symbols(self) -> tuple[sp.Symbol, ...]:
+        return tuple(s for p in self.params for s in p.symbols)

@@ -1,0 +1,156 @@
+"""Numeric primitives: SymPy functions that carry their own derivative, LaTeX, exact value and a
+stable implementation per backend (named in ``impl``; the code lives in each backend's runtime).
+
+Expressions are built from these instead of the textbook formulas that overflow
+(``log(1+exp(u))``, ``1/(1+exp(-u))``), so every backend computes them without spurious inf/nan.
+"""
+from __future__ import annotations
+
+import sympy as sp
+from mpmath.libmp import prec_to_dps
+
+
+def _power(text: str, exp) -> str:
+    return rf"\left({text}\right)^{{{exp}}}" if exp is not None else text
+
+
+class Primitive(sp.Function):
+    """Base of the numeric primitives. Subclasses define ``elementary`` (the textbook formula,
+    used for exact evaluation and rewriting), ``fdiff`` and ``impl``."""
+
+    is_real = True
+    impl: dict[str, str] = {}
+
+    def elementary(self) -> sp.Expr:
+        raise NotImplementedError
+
+    def _eval_evalf(self, prec):
+        return self.elementary().evalf(prec_to_dps(prec))
+
+    def _eval_rewrite_as_exp(self, *args, **kwargs):
+        return self.elementary()
+
+
+class sigmoid(Primitive):
+    """Logistic sigmoid 1/(1+exp(-u)), computed without overflow for every u."""
+
+    nargs = 1
+    impl = {"numpy": "sigmoid"}
+
+    def elementary(self):
+        return 1 / (1 + sp.exp(-self.args[0]))
+
+    def fdiff(self, argindex=1):
+        u = self.args[0]
+        return sigmoid(u) * sigmoid(-u)  # = s(1-s), without cancellation for large u
+
+    @classmethod
+    def eval(cls, u):
+        if u.is_zero:
+            return sp.Rational(1, 2)
+
+    def _latex(self, printer, exp=None):
+        return _power(r"\sigma\left(%s\right)" % printer._print(self.args[0]), exp)
+
+
+class softplus(Primitive):
+    """log(1+exp(u)) = max(u,0) + log1p(exp(-|u|)): never overflows."""
+
+    nargs = 1
+    impl = {"numpy": "softplus"}
+
+    def elementary(self):
+        return sp.log(1 + sp.exp(self.args[0]))
+
+    def fdiff(self, argindex=1):
+        return sigmoid(self.args[0])
+
+    def _latex(self, printer, exp=None):
+        return _power(r"\log\left(1 + e^{%s}\right)" % printer._print(self.args[0]), exp)
+
+
+class expm1(Primitive):
+    """exp(u) - 1, accurate near 0."""
+
+    nargs = 1
+    impl = {"numpy": "expm1"}
+
+    def elementary(self):
+        return sp.exp(self.args[0]) - 1
+
+    def fdiff(self, argindex=1):
+        return sp.exp(self.args[0])
+
+    @classmethod
+    def eval(cls, u):
+        if u.is_zero:
+            return sp.S.Zero
+
+    def _latex(self, printer, exp=None):
+        return _power(r"\left(e^{%s} - 1\right)" % printer._print(self.args[0]), exp)
+
+
+class log1p(Primitive):
+    """log(1 + u), accurate near 0."""
+
+    nargs = 1
+    impl = {"numpy": "log1p"}
+
+    def elementary(self):
+        return sp.log(1 + self.args[0])
+
+    def fdiff(self, argindex=1):
+        return 1 / (1 + self.args[0])
+
+    def _latex(self, printer, exp=None):
+        return _power(r"\log\left(1 + %s\right)" % printer._print(self.args[0]), exp)
+
+
+class shifted(Primitive):
+    """u - m where equal values give exactly 0, so that a max shift by an infinite row maximum
+    gives the limit (softmax([inf, 0]) = [1, 0]) instead of inf - inf = nan."""
+
+    nargs = 2
+    impl = {"numpy": "shifted"}
+
+    def elementary(self):
+        return self.args[0] - self.args[1]
+
+    def fdiff(self, argindex=1):
+        return sp.S.One if argindex == 1 else sp.S.NegativeOne
+
+    def _latex(self, printer, exp=None):
+        return _power(printer._print(self.args[0] - self.args[1]), exp)
+
+
+class sqrt0(Primitive):
+    """Square root whose derivative at 0 is taken as 0 (the symmetric subgradient) instead of
+    infinity: the standard deviation of a constant row then has a finite, zero gradient."""
+
+    nargs = 1
+    impl = {"numpy": "sqrt"}
+
+    def elementary(self):
+        return sp.sqrt(self.args[0])
+
+    def fdiff(self, argindex=1):
+        x = self.args[0]
+        return sp.Piecewise((0, x <= 0), (1 / (2 * sqrt0(x)), True))
+
+    def _latex(self, printer, exp=None):
+        return _power(r"\sqrt{%s}" % printer._print(self.args[0]), exp)
+
+
+class tanh(sp.tanh):
+    """tanh whose derivative is sech², not 1 - tanh², which is 0 instead of 3e-77 at 88.8."""
+
+    def fdiff(self, argindex=1):
+        return sp.sech(self.args[0]) ** 2
+
+
+PRIMITIVES = (sigmoid, softplus, expm1, log1p, shifted, sqrt0)
+
+
+def to_elementary(expr: sp.Expr) -> sp.Expr:
+    """The same expression with every primitive replaced by its textbook formula."""
+    return expr.replace(lambda e: isinstance(e, Primitive), lambda e: e.elementary())

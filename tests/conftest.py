@@ -1,0 +1,34 @@
+import numpy as np
+import pytest
+
+import actdsl
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20261128)
+
+
+def away_from_kinks(x, kinks=(0.0, 1.0, -1.0), margin=1e-3):
+    """Move points that sit within ``margin`` of a kink out of its neighbourhood."""
+    x = np.array(x, dtype=np.float64)
+    for k in kinks:
+        near = np.abs(x - k) < margin
+        x[near] = k + np.where(x[near] >= k, 2 * margin, -2 * margin)
+    return x
+
+
+def numeric_vjp(f, x, g, h=1e-6):
+    """Central differences of sum(g * f(x)) with respect to every entry of x (float64)."""
+    x = np.array(x, dtype=np.float64)
+    out = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        xp, xm = x.copy(), x.copy()
+        xp[idx] += h
+        xm[idx] -= h
+        out[idx] = np.sum(g * (f(xp) - f(xm))) / (2 * h)
+    return out
+
+
+def compiled(spec, backend="numpy"):
+    return actdsl.compile(spec, backend=backend)
