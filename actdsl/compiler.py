@@ -51,6 +51,8 @@ def compile(spec: str | Spec, backend: str = "numpy") -> "Kernel":  # noqa: A001
 def _backend_module(name: str):
     if name == "numpy":
         from .backends import numpy as mod
+    elif name == "numba":
+        from .backends import numba_cpu as mod
     else:
         raise ActdslError(f"the {name!r} backend is not available in this version of actdsl")
     return mod
@@ -90,7 +92,7 @@ class Kernel:
         self.plan = make_plan(self.ir)
         self.rowwise = self.plan.rowwise
         module = _backend_module(backend)
-        self.source, self._fns = module.build(self.plan, _safe_key(self.text))
+        self.source, self._runner = module.build(self.plan, _safe_key(self.text))
 
     def __repr__(self) -> str:
         return f"<actdsl.Kernel {self.text!r} backend={self.backend}>"
@@ -122,12 +124,35 @@ class Kernel:
         return {p.name: p.init(int(units), rng).reshape((int(units), *p.shape)) for p in self.params}
 
     # -- numbers ---------------------------------------------------------------------------------
-    def __call__(self, x, axis: int = -1, **params):
+    @property
+    def ufunc(self):
+        """The forward pass as a real NumPy ufunc (Numba backend, elementwise specs without
+        learnable parameters): ``out=``, broadcasting, Dask and xarray work with it."""
+        return self._runner.ufunc
+
+    @property
+    def gufunc(self):
+        """The forward pass as a gufunc ``(n),(n)...->(n)`` over the last axis (Numba backend,
+        row-wise specs and specs with per-unit parameters, given as (n,) arrays)."""
+        return self._runner.gufunc
+
+    def __call__(self, x, axis: int = -1, out=None, **params):
         a, xt, axis, args = self._prepare(x, axis, params)
+        out_dtype = self._out_dtype(a)
+        if out is not None:
+            _check_out(out, a.shape, out_dtype)
         if xt.size == 0:
-            return np.empty(a.shape, self._out_dtype(a))
-        y = self._fns["forward"](xt, *args)
-        return self._finish(y, xt, axis, a)
+            return out if out is not None else np.empty(a.shape, out_dtype)
+        direct = (out is not None and out.dtype == xt.dtype and out.flags.c_contiguous
+                  and (axis is None or axis == a.ndim - 1))
+        if direct:
+            self._runner.forward(xt, args, out=out.reshape(xt.shape))
+            return out
+        y = self._finish(self._runner.forward(xt, args), xt, axis, a)
+        if out is not None:
+            np.copyto(out, y)
+            return out
+        return y
 
     def derivative(self, x, axis: int = -1, **params):
         """g'(x), elementwise specs only (a row-wise spec has a Jacobian: use ``vjp``)."""
@@ -137,7 +162,7 @@ class Kernel:
         a, xt, axis, args = self._prepare(x, axis, params)
         if xt.size == 0:
             return np.empty(a.shape, self._out_dtype(a))
-        return self._finish(self._fns["derivative"](xt, *args), xt, axis, a)
+        return self._finish(self._runner.derivative(xt, args), xt, axis, a)
 
     def vjp(self, x, dy, axis: int = -1, with_params: bool = False, **params):
         """dL/dx given dL/dy (and, ``with_params``, dL/dθ for every learnable parameter)."""
@@ -152,12 +177,11 @@ class Kernel:
             dx = np.empty(a.shape, self._out_dtype(a))
             grads = {p.name: np.zeros(given[p.name], self._out_dtype(a)) for p in self.params}
         else:
-            dz, dps = self._fns["vjp"](xt, g, *args)
+            dz, dps = self._runner.vjp(xt, g, args)
             dx = self._finish(dz, xt, axis, a)
             grads, i = {}, 0
             for p in self.params:
-                cols = [np.sum(np.broadcast_to(d, xt.shape).reshape(-1, xt.shape[-1]), axis=0)
-                        for d in dps[i:i + len(p.symbols)]]
+                cols = dps[i:i + len(p.symbols)]
                 i += len(p.symbols)
                 full = cols[0] if not p.shape else np.stack(cols, axis=-1)
                 grads[p.name] = _sum_to(full, given[p.name]).astype(self._out_dtype(a))
@@ -245,6 +269,17 @@ class Kernel:
                 y = y.reshape(())
         out = self._out_dtype(a)
         return y if y.dtype == out else y.astype(out)
+
+
+def _check_out(out, shape: tuple, dtype) -> None:
+    if not isinstance(out, np.ndarray):
+        raise ParameterError(f"out must be a NumPy array, not {type(out).__name__}")
+    if out.shape != shape:
+        raise ParameterError(f"out has shape {out.shape}; the result has shape {shape}")
+    if out.dtype != dtype:
+        raise ParameterError(f"out has dtype {out.dtype}; the result has dtype {dtype}")
+    if not out.flags.writeable:
+        raise ParameterError("out is read-only")
 
 
 def _sum_to(grad: np.ndarray, shape: tuple) -> np.ndarray:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from .ir import IR, RowMax, RowReduction, z
+from .stable import tanh
 
 
 def to_piecewise(expr: sp.Expr) -> sp.Expr:
@@ -109,6 +110,32 @@ def split_reductions(expr: sp.Expr) -> tuple[list[Reduction], sp.Expr]:
         expr = expr.xreplace(mapping)
 
 
+def tidy(expr: sp.Expr) -> sp.Expr:
+    """Rewrites that keep derivatives accurate: 1 - sech(u)^2 (tanh's chain rule, e.g. in
+    tanhshrink') cancels catastrophically near u = 0, where it is tanh(u)^2 ~ u^2."""
+    def is_target(e):
+        return e.is_Add and sp.S.One in e.args and any(_is_neg_sech2(a) for a in e.args)
+
+    def rewrite(e):
+        rest = list(e.args)
+        rest.remove(sp.S.One)
+        term = next(a for a in rest if _is_neg_sech2(a))
+        rest.remove(term)
+        u = _sech_arg(term)
+        return sp.Add(*rest, tanh(u) ** 2)
+
+    return expr.replace(is_target, rewrite)
+
+
+def _sech_arg(term):
+    return term.args[1].base.args[0]
+
+
+def _is_neg_sech2(a) -> bool:
+    return (a.is_Mul and len(a.args) == 2 and a.args[0] == -1 and a.args[1].is_Pow
+            and a.args[1].exp == 2 and isinstance(a.args[1].base, sp.sech))
+
+
 def _nonzero(d: dict) -> dict:
     return {k: v for k, v in d.items() if v != 0}
 
@@ -118,23 +145,24 @@ def make_plan(ir: IR) -> Plan:
     reductions = [Reduction(r.kind, r.symbol, to_piecewise(r.body), r.depth) for r in reductions]
     theta = ir.param_symbols
     grad = [r for r in reductions if r.has_gradient]
+    d = lambda e, v: tidy(sp.diff(e, v))  # noqa: E731
     return Plan(
         reductions=tuple(reductions),
         out=out,
         params=theta,
-        dout_dz=sp.diff(out, z),
-        dout_dr={r.symbol: sp.diff(out, r.symbol) for r in grad},
-        dbody_dz={r.symbol: sp.diff(r.body, z) for r in grad},
-        dbody_dr=_nonzero({(m.symbol, k.symbol): sp.diff(m.body, k.symbol)
+        dout_dz=d(out, z),
+        dout_dr={r.symbol: d(out, r.symbol) for r in grad},
+        dbody_dz={r.symbol: d(r.body, z) for r in grad},
+        dbody_dr=_nonzero({(m.symbol, k.symbol): d(m.body, k.symbol)
                            for m in grad for k in grad if k.symbol in m.body.free_symbols}),
-        dout_dp={p: sp.diff(out, p) for p in theta},
-        dbody_dp=_nonzero({(r.symbol, p): sp.diff(r.body, p) for r in grad for p in theta}),
+        dout_dp={p: d(out, p) for p in theta},
+        dbody_dp=_nonzero({(r.symbol, p): d(r.body, p) for r in grad for p in theta}),
     )
 
 
 def derivative(ir: IR) -> sp.Expr:
     """g'(z) of an elementwise spec."""
-    return sp.diff(to_piecewise(ir.expr), z)
+    return tidy(sp.diff(to_piecewise(ir.expr), z))
 
 
 i_index, j_index = sp.symbols("i j", integer=True)

@@ -35,7 +35,7 @@ class sigmoid(Primitive):
     """Logistic sigmoid 1/(1+exp(-u)), computed without overflow for every u."""
 
     nargs = 1
-    impl = {"numpy": "sigmoid"}
+    impl = {"numpy": "sigmoid", "numba": "vm.sigmoid"}
 
     def elementary(self):
         return 1 / (1 + sp.exp(-self.args[0]))
@@ -57,7 +57,7 @@ class softplus(Primitive):
     """log(1+exp(u)) = max(u,0) + log1p(exp(-|u|)): never overflows."""
 
     nargs = 1
-    impl = {"numpy": "softplus"}
+    impl = {"numpy": "softplus", "numba": "vm.softplus"}
 
     def elementary(self):
         return sp.log(1 + sp.exp(self.args[0]))
@@ -73,7 +73,7 @@ class expm1(Primitive):
     """exp(u) - 1, accurate near 0."""
 
     nargs = 1
-    impl = {"numpy": "expm1"}
+    impl = {"numpy": "expm1", "numba": "vm.expm1"}
 
     def elementary(self):
         return sp.exp(self.args[0]) - 1
@@ -94,7 +94,7 @@ class log1p(Primitive):
     """log(1 + u), accurate near 0."""
 
     nargs = 1
-    impl = {"numpy": "log1p"}
+    impl = {"numpy": "log1p", "numba": "vm.log1p"}
 
     def elementary(self):
         return sp.log(1 + self.args[0])
@@ -111,7 +111,7 @@ class shifted(Primitive):
     gives the limit (softmax([inf, 0]) = [1, 0]) instead of inf - inf = nan."""
 
     nargs = 2
-    impl = {"numpy": "shifted"}
+    impl = {"numpy": "shifted", "numba": "vm.shifted"}
 
     def elementary(self):
         return self.args[0] - self.args[1]
@@ -128,7 +128,7 @@ class sqrt0(Primitive):
     infinity: the standard deviation of a constant row then has a finite, zero gradient."""
 
     nargs = 1
-    impl = {"numpy": "sqrt"}
+    impl = {"numpy": "sqrt", "numba": "np.sqrt"}
 
     def elementary(self):
         return sp.sqrt(self.args[0])

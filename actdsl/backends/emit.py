@@ -58,7 +58,9 @@ class Emitter:
         if method is not None:
             return method(e)
         if isinstance(e, Primitive):
-            return f"{self.runtime}.{e.impl[self.target]}({', '.join(self(a) for a in e.args)})"
+            name = e.impl[self.target]
+            name = name if "." in name else f"{self.runtime}.{name}"
+            return f"{name}({', '.join(self(a) for a in e.args)})"
         if isinstance(e, sp.Piecewise):
             return self.piecewise(e)
         if isinstance(e, sp.core.relational.Relational):
@@ -88,7 +90,13 @@ class Emitter:
                 den.append(sp.Pow(f.base, -f.exp, evaluate=False) if f.exp != -1 else f.base)
             else:
                 num.append(f)
-        text = " * ".join(self(f) for f in num) or "1.0"
+        text = " * ".join(self(f) for f in num) or self.number(sp.S.One)
+        if coeff.is_Rational and coeff.q != 1 and num:
+            # x/6 is correctly rounded; x * (1/6) is not (and with FMA, -3*(1/6) + 0.5 != 0)
+            if abs(coeff.p) != 1:
+                text = f"{self.number(sp.Integer(abs(coeff.p)))} * {text}"
+            den = [sp.Integer(coeff.q)] + den
+            coeff = sp.Integer(-1 if coeff.p < 0 else 1)
         if coeff == -1:
             text = f"-{text}"
         elif coeff != 1:
@@ -102,9 +110,9 @@ class Emitter:
         if x == sp.Rational(1, 2):
             return self.sqrt(self(b))
         if x == -sp.Rational(1, 2):
-            return f"(1.0 / {self.sqrt(self(b))})"
+            return f"({self.number(sp.S.One)} / {self.sqrt(self(b))})"
         if x == -1:
-            return f"(1.0 / {self(b)})"
+            return f"({self.number(sp.S.One)} / {self(b)})"
         if x == 2:
             return self.square(self(b))
         if x.is_Integer:

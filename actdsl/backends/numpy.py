@@ -170,12 +170,47 @@ def generate(plan: Plan) -> str:
     return src.text()
 
 
-def build(plan: Plan, key: str) -> tuple[str, dict]:
-    """Generate, compile and load the module; returns its source and its namespace."""
+def _full(value, like: np.ndarray) -> np.ndarray:
+    """``value`` (possibly a scalar or broadcastable) as an array of ``like``'s shape and dtype."""
+    value = np.asarray(value)
+    if value.shape == like.shape and value.dtype == like.dtype:
+        return value
+    out = np.empty(like.shape, like.dtype)
+    out[...] = value
+    return out
+
+
+class Runner:
+    """Calls the generated functions; ``args`` is ``[n, *param_columns]``."""
+
+    ufunc = gufunc = None
+
+    def __init__(self, namespace: dict):
+        self.ns = namespace
+
+    def forward(self, xt, args, out=None):
+        y = _full(self.ns["forward"](xt, *args), xt)
+        if out is not None:
+            np.copyto(out, y)
+            return out
+        return y
+
+    def derivative(self, xt, args):
+        return _full(self.ns["derivative"](xt, *args), xt)
+
+    def vjp(self, xt, g, args):
+        dz, dps = self.ns["vjp"](xt, g, *args)
+        units = xt.shape[-1] if xt.ndim else 1
+        sums = [np.sum(np.broadcast_to(d, xt.shape).reshape(-1, units), axis=0) for d in dps]
+        return _full(dz, xt), sums
+
+
+def build(plan: Plan, key: str) -> tuple[str, Runner]:
+    """Generate, compile and load the module; returns its source and a runner."""
     source = generate(plan)
     filename = f"<actdsl-numpy-{key}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     namespace = {"np": np, "_rt": numpy_runtime, "math": __import__("math")}
     # The source is compiler-made: names from _names/Emitter counters, numbers as float literals.
     exec(compile(source, filename, "exec"), namespace)
-    return source, namespace
+    return source, Runner(namespace)

@@ -1,0 +1,163 @@
+"""The Numba backend agrees with the NumPy backend (the reference) on every key and composition,
+in both dtypes, including extreme inputs and kinks; and its ufunc/gufunc views work."""
+import numpy as np
+import pytest
+
+import actdsl
+from actdsl.registry import REGISTRY
+from conftest import away_from_kinks
+from reference import COMPOSITIONS, KINKS, ROWWISE
+
+KEYS = sorted(d.key for d in REGISTRY.definitions())
+SPECS = KEYS + list(COMPOSITIONS) + ["prelu+norm:z", "tanh+lgrelu+softmax", "maxout:2+norm:max",
+                                     "elu(alpha=0.5)+log_softmax"]
+# elementwise: a few ULP of the result; row-wise: relative to the row's scale
+BOUND = {np.float32: 16 * np.finfo(np.float32).eps, np.float64: 64 * np.finfo(np.float64).eps}
+
+
+def pair(spec):
+    return actdsl.compile(spec, backend="numba"), actdsl.compile(spec, backend="numpy")
+
+
+def params_for(k, units, rng):
+    p = k.init_params(units, rng=rng)
+    for name in p:
+        if name.startswith("r"):
+            p[name] = rng.uniform(0.05, 0.5, size=p[name].shape)
+    return p
+
+
+def assert_agree(a, b, dtype, rowwise, what, floor=0.0):
+    """Same NaNs, same infinities, and finite values within BOUND of the reference's scale:
+    the value itself, floored at 1% of the largest value (two float32 implementations of a
+    derivative that crosses zero differ by their rounding of the terms, not of the result)."""
+    with np.errstate(all="ignore"):
+        _assert_agree(np.asarray(a, np.float64), np.asarray(b, np.float64), dtype, rowwise, what,
+                      floor)
+
+
+def _assert_agree(a, b, dtype, rowwise, what, floor):
+    assert np.array_equal(np.isnan(a), np.isnan(b)), what
+    ok = ~np.isnan(a)
+    assert np.array_equal(a[ok & np.isinf(a)], b[ok & np.isinf(a)]), what
+    fin = ok & np.isfinite(a) & np.isfinite(b)
+    finite_b = np.where(np.isfinite(b), np.abs(b), 0)
+    scale = np.maximum(np.abs(b), max(floor, 0.01 * (np.max(finite_b) if b.size else 0)))
+    if rowwise and b.ndim:
+        scale = np.maximum(scale, np.max(np.where(np.isfinite(b), np.abs(b), 0), axis=-1, keepdims=True))
+    tol = BOUND[dtype] * np.maximum(scale, np.finfo(dtype).tiny)
+    err = np.abs(a - b)
+    assert np.all(err[fin] <= tol[fin] + np.finfo(dtype).tiny), (
+        f"{what}: max error {np.max(err[fin] / tol[fin]):.1f}x the bound")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("spec", SPECS)
+def test_numba_agrees_with_numpy(spec, dtype):
+    rng = np.random.default_rng(abs(hash(spec)) % 2**32)
+    kn, kp = pair(spec)
+    x = away_from_kinks(rng.normal(size=(5, 8)) * 3).astype(dtype)
+    g = rng.normal(size=x.shape).astype(dtype)
+    p = params_for(kp, 8, rng)
+    y = kn(x, **p)
+    assert y.dtype == dtype and y.shape == x.shape
+    assert_agree(y, kp(x, **p), dtype, kn.rowwise, f"{spec} forward")
+    dx, dp = kn.vjp(x, g, with_params=True, **p)
+    rx, rp = kp.vjp(x, g, with_params=True, **p)
+    assert dx.dtype == dtype
+    # a VJP's terms are of the size of dy: cancellation to ~0 is judged against that
+    assert_agree(dx, rx, dtype, kn.rowwise, f"{spec} vjp", floor=float(np.max(np.abs(g))))
+    for name in p:
+        # a parameter gradient sums over the batch: bound it by the size of the summed terms
+        assert np.allclose(dp[name], rp[name], rtol=BOUND[dtype] * 40, atol=BOUND[dtype] * 40), name
+    if not kn.rowwise:
+        assert_agree(kn.derivative(x, **p), kp.derivative(x, **p), dtype, False, f"{spec} derivative")
+
+
+EXTREME = [0.0, -0.0, 1.0, -1.0, 1e4, -1e4, 88.8, -88.8, 710.0, -710.0, 1e-40, -1e-300,
+           np.inf, -np.inf, np.nan]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("key", [k for k in KEYS if k not in ROWWISE and k not in
+                                 ("log_softmax", "softmin", "prelu", "lgrelu", "maxout")])
+def test_extreme_inputs_and_kinks_agree(key, dtype):
+    kn, kp = pair(key)
+    with np.errstate(all="ignore"):
+        x = np.array(EXTREME + list(KINKS.get(key, {})), dtype=dtype)
+    with np.errstate(all="raise"):
+        for what in ("__call__", "derivative"):
+            assert_agree(getattr(kn, what)(x), getattr(kp, what)(x), dtype, False, f"{key} {what}")
+        assert_agree(kn.vjp(x, np.ones_like(x)), kp.vjp(x, np.ones_like(x)), dtype, False, key)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("key", sorted(ROWWISE) + ["log_softmax", "softmin"])
+def test_rowwise_extremes_agree(key, dtype):
+    kn, kp = pair(key)
+    rows = np.array([[1e4, -1e4, 88.8, -88.8, 710.0, -710.0], [3.0] * 6, [0.0] * 6,
+                     [1.0, 2.0, np.nan, 0.0, 1.0, 1.0]], dtype=dtype)
+    if key in ("softmax", "log_softmax", "softmin"):
+        rows = np.vstack([rows, np.array([[np.inf, 0, 1, 2, 3, 4], [-np.inf] * 5 + [0.0]], dtype)])
+    with np.errstate(all="raise"):
+        assert_agree(kn(rows), kp(rows), dtype, True, key)
+        assert_agree(kn.vjp(rows, np.ones_like(rows)), kp.vjp(rows, np.ones_like(rows)), dtype, True,
+                     key, floor=1.0)
+
+
+def test_shapes_axes_and_layouts():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 5, 6))
+    for spec in ("tanh", "softmax", "prelu"):
+        kn, kp = pair(spec)
+        p = {"r": rng.uniform(0.1, 0.3, size=x.shape[1])} if spec == "prelu" else {}
+        for axis in (0, 1, -1):
+            if spec == "prelu" and axis != 1:
+                continue
+            np.testing.assert_allclose(kn(x, axis=axis, **p), kp(x, axis=axis, **p), rtol=1e-13, atol=1e-15)
+        view = x[:, ::2, ::-1]  # non-contiguous
+        q = {"r": 0.2} if spec == "prelu" else {}
+        np.testing.assert_allclose(kn(view, **q), kp(view, **q), rtol=1e-13, atol=1e-15)
+        assert kn(np.zeros((0, 6)), **q).shape == (0, 6)
+    k = actdsl.compile("tanh", backend="numba")
+    assert k(np.float32(0.5)).shape == () and k(np.float32(0.5)).dtype == np.float32
+    assert k([1, 2]).dtype == np.float64
+
+
+def test_out_argument():
+    k = actdsl.compile("sigmoid", backend="numba")
+    x = np.linspace(-5, 5, 12, dtype=np.float32).reshape(3, 4)
+    out = np.empty_like(x)
+    assert k(x, out=out) is out
+    np.testing.assert_allclose(out, 1 / (1 + np.exp(-x.astype(np.float64))), rtol=1e-6)
+    r = actdsl.compile("softmax", backend="numba")
+    out_t = np.empty_like(x)
+    assert r(x, axis=0, out=out_t) is out_t  # a moved axis goes through a copy
+    np.testing.assert_allclose(out_t, actdsl.compile("softmax")(x, axis=0), rtol=1e-6)
+    with pytest.raises(actdsl.ParameterError, match="dtype"):
+        k(x, out=np.empty((3, 4)))
+    with pytest.raises(actdsl.ParameterError, match="shape"):
+        k(x, out=np.empty((4, 3), np.float32))
+
+
+def test_ufunc_and_gufunc_views():
+    k = actdsl.compile("softplus", backend="numba")
+    u = k.ufunc
+    assert isinstance(u, np.ufunc) and u.types[:2] == ["f->f", "d->d"]  # float32 first
+    x = np.linspace(-30, 30, 61, dtype=np.float32)
+    with np.errstate(all="ignore"):
+        np.testing.assert_allclose(u(x), k(x), rtol=0, atol=0)
+        out = np.empty((2, 61), np.float32)
+        u(np.stack([x, -x]), out=out)  # out= and broadcasting, as a ufunc does
+    np.testing.assert_allclose(out[1], k(-x))
+    g = actdsl.compile("norm:z", backend="numba").gufunc
+    rows = np.random.default_rng(1).normal(size=(3, 7))
+    np.testing.assert_allclose(g(rows), actdsl.compile("norm:z")(rows), rtol=1e-13, atol=1e-14)
+    gp = actdsl.compile("prelu", backend="numba").gufunc
+    np.testing.assert_allclose(gp(rows, np.full(7, 0.2)), np.where(rows > 0, rows, 0.2 * rows))
+
+
+def test_generated_source_is_readable_and_names_are_ours():
+    k = actdsl.compile("tanh+norm:z", backend="numba")
+    assert "def forward_rows" in k.source and "def vjp_rows" in k.source
+    assert "vm.tanh" in k.source and "np.tanh" not in k.source  # vectorizable tanh, not libm
