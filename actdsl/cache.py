@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import pickle
+import pickletools
 import sys
 import tempfile
 import threading
@@ -21,7 +23,7 @@ import types
 import warnings
 from pathlib import Path
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entrant: importing a kernel module loads vmath through here
 _warned: set[str] = set()
 
 
@@ -76,6 +78,7 @@ def load(source: str) -> types.ModuleType:
                 current = None
             if current != source:
                 _write_atomically(path, source)
+            _scrub_numba_cache(path)
             module = _import_file(name, path)
         except OSError as e:
             _warn_once(f"actdsl: cannot use the cache directory {directory} ({e.strerror or e}); "
@@ -84,6 +87,28 @@ def load(source: str) -> types.ModuleType:
             module = _import_memory(name, source)
         sys.modules[name] = module
         return module
+
+
+def _scrub_numba_cache(path: Path) -> None:
+    """Delete Numba cache files of this module that Numba could not load: Numba unpickles its
+    index and data without a guard, so a damaged file would raise on the first call."""
+    for f in (path.parent / "__pycache__").glob(f"{path.stem}.*.nb[ic]"):
+        try:
+            with open(f, "rb") as fh:
+                if f.suffix == ".nbi":
+                    pickle.load(fh)                          # the Numba version
+                    stamp, overloads = pickle.loads(fh.read())
+                    ok = isinstance(overloads, dict)
+                else:  # refers to the module itself: check the stream, don't unpickle it
+                    for _ in pickletools.genops(fh.read()):
+                        pass
+                    ok = True
+        except FileNotFoundError:
+            continue
+        except Exception:  # any unpickling failure means the file is damaged
+            ok = False
+        if not ok:
+            f.unlink(missing_ok=True)  # Numba recompiles and writes it again
 
 
 def _import_file(name: str, path: Path) -> types.ModuleType:

@@ -1,5 +1,7 @@
 """The Numba backend agrees with the NumPy backend (the reference) on every key and composition,
 in both dtypes, including extreme inputs and kinks; and its ufunc/gufunc views work."""
+import zlib
+
 import numpy as np
 import pytest
 
@@ -54,7 +56,7 @@ def _assert_agree(a, b, dtype, rowwise, what, floor):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("spec", SPECS)
 def test_numba_agrees_with_numpy(spec, dtype):
-    rng = np.random.default_rng(abs(hash(spec)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(spec.encode()))
     kn, kp = pair(spec)
     x = away_from_kinks(rng.normal(size=(5, 8)) * 3).astype(dtype)
     g = rng.normal(size=x.shape).astype(dtype)
@@ -71,7 +73,9 @@ def test_numba_agrees_with_numpy(spec, dtype):
         # a parameter gradient sums over the batch: bound it by the size of the summed terms
         assert np.allclose(dp[name], rp[name], rtol=BOUND[dtype] * 40, atol=BOUND[dtype] * 40), name
     if not kn.rowwise:
-        assert_agree(kn.derivative(x, **p), kp.derivative(x, **p), dtype, False, f"{spec} derivative")
+        # near a zero of g' (mish' at -1.198) the result cancels: judge it against O(1) terms
+        assert_agree(kn.derivative(x, **p), kp.derivative(x, **p), dtype, False,
+                     f"{spec} derivative", floor=1.0)
 
 
 EXTREME = [0.0, -0.0, 1.0, -1.0, 1e4, -1e4, 88.8, -88.8, 710.0, -710.0, 1e-40, -1e-300,

@@ -1,0 +1,95 @@
+"""Compiled kernels are reused across processes; a damaged or unusable cache never gives a wrong
+result or an exception."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+SPEC = "softsign+tanh+norm:mean"  # a spec no other test compiles, so its cache starts cold
+SCRIPT = textwrap.dedent("""
+    import json, sys, time
+    t0 = time.perf_counter()
+    import numpy as np, actdsl
+    t1 = time.perf_counter()
+    k = actdsl.compile(sys.argv[1], backend="numba")
+    x = np.linspace(-3, 3, 40, dtype=np.float32).reshape(4, 10)
+    y = k(x)
+    t2 = time.perf_counter()
+    ref = actdsl.compile(sys.argv[1])(x)
+    print(json.dumps({"load": t2 - t1, "err": float(np.max(np.abs(y - ref)))}))
+""")
+
+
+def kernel_files(cache):
+    """The generated kernel modules (the cache also holds vmath's two modules)."""
+    return [f for f in cache.glob("actdsl_generated_*.py") if "Key " in f.read_text()[:200]]
+
+
+def run(tmp_path, env_dir, spec=SPEC):
+    env = {**os.environ, "ACTDSL_CACHE_DIR": str(env_dir), "PYTHONWARNINGS": "default"}
+    out = subprocess.run([sys.executable, "-c", SCRIPT, spec], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1]), out.stderr
+
+
+def test_second_process_reuses_machine_code(tmp_path):
+    cache = tmp_path / "cache"
+    first, _ = run(tmp_path, cache)
+    second, _ = run(tmp_path, cache)
+    assert first["err"] < 1e-6 and second["err"] < 1e-6
+    assert len(kernel_files(cache)) == 1
+    assert list(cache.glob("**/*.nbi")), "Numba wrote no cache index"
+    assert second["load"] < first["load"] / 2, (first, second)
+
+
+def test_concurrent_compiles_share_one_cache(tmp_path):
+    cache = tmp_path / "cache"
+    env = {**os.environ, "ACTDSL_CACHE_DIR": str(cache)}
+    procs = [subprocess.Popen([sys.executable, "-c", SCRIPT, SPEC], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(4)]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+        assert json.loads(out.strip().splitlines()[-1])["err"] < 1e-6
+    assert len(kernel_files(cache)) == 1
+    assert not list(cache.glob(".*.tmp")), "temporary files left behind"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_damaged_module_file_is_rewritten(tmp_path, damage):
+    cache = tmp_path / "cache"
+    run(tmp_path, cache)
+    (path,) = kernel_files(cache)
+    good = path.read_text()
+    if damage == "truncate":
+        path.write_text(good[: len(good) // 2])
+    elif damage == "garbage":
+        path.write_bytes(os.urandom(2000))
+    else:
+        path.write_text("")
+    result, _ = run(tmp_path, cache)
+    assert result["err"] < 1e-6
+    assert path.read_text() == good
+
+
+def test_damaged_numba_index_is_survived(tmp_path):
+    cache = tmp_path / "cache"
+    run(tmp_path, cache)
+    for f in cache.glob("**/*.nb*"):
+        f.write_bytes(b"\x00garbage" * 10)
+    result, _ = run(tmp_path, cache)
+    assert result["err"] < 1e-6
+
+
+def test_unusable_directory_falls_back_to_memory_with_a_warning(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache directory should be")
+    result, stderr = run(tmp_path, blocker / "cache")
+    assert result["err"] < 1e-6
+    assert "cannot use the cache directory" in stderr
