@@ -164,21 +164,27 @@ class Kernel:
             return np.empty(a.shape, self._out_dtype(a))
         return self._finish(self._runner.derivative(xt, args), xt, axis, a)
 
-    def vjp(self, x, dy, axis: int = -1, with_params: bool = False, **params):
-        """dL/dx given dL/dy (and, ``with_params``, dL/dθ for every learnable parameter)."""
+    def vjp(self, x, dy, axis: int = -1, with_params: bool = False, out=None, **params):
+        """dL/dx given dL/dy (and, ``with_params``, dL/dθ for every learnable parameter).
+        ``out`` receives dL/dx (same shape and dtype as x's result)."""
         given = {k: np.shape(v) for k, v in params.items()}
         a, xt, axis, args = self._prepare(x, axis, params)
+        if out is not None:
+            _check_out(out, a.shape, self._out_dtype(a))
         g = as_float_array(dy, "dy")
         if g.shape != a.shape:
             raise ParameterError(f"dy has shape {g.shape} but x has shape {a.shape}")
         g = np.moveaxis(g.astype(xt.dtype, copy=False), axis, -1) if axis is not None else \
             g.astype(xt.dtype, copy=False)
         if xt.size == 0:
-            dx = np.empty(a.shape, self._out_dtype(a))
+            dx = out if out is not None else np.empty(a.shape, self._out_dtype(a))
             grads = {p.name: np.zeros(given[p.name], self._out_dtype(a)) for p in self.params}
         else:
             dz, dps = self._runner.vjp(xt, g, args)
             dx = self._finish(dz, xt, axis, a)
+            if out is not None:
+                np.copyto(out, dx)
+                dx = out
             grads, i = {}, 0
             for p in self.params:
                 cols = dps[i:i + len(p.symbols)]

@@ -170,10 +170,71 @@ def generate(plan: Plan, key: str) -> str:
         src("def make_gufunc():",
             f"    @guvectorize({sigs!r}, {layout!r}, cache=True)",
             f"    def gu({args}, y):",
-            f"        forward_row({args}, y)",
+            f"        forward_row({args}, y, np.empty(({len(forward_storage(plan))}, x.shape[0]), x.dtype))",
             "    return gu",
             "")
     return src.text()
+
+
+#: functions worth computing once per element and keeping for later passes over the row
+EXPENSIVE = (sp.exp, sp.log, sp.tanh, sp.sech, sp.erf, sp.sinh, sp.cosh)
+
+
+def _expensive(e) -> bool:
+    from ..stable import Primitive
+    return isinstance(e, EXPENSIVE) or (isinstance(e, Primitive) and not e.func.__name__ == "shifted")
+
+
+def _outer_calls(expr: sp.Expr) -> list[sp.Expr]:
+    """Outermost expensive calls in ``expr`` (an exp inside a sigmoid is not counted apart)."""
+    found = []
+
+    def walk(e):
+        if _expensive(e):
+            found.append(e)
+            return
+        for a in e.args:
+            walk(a)
+
+    walk(expr)
+    return found
+
+
+class Storage:
+    """Per-element values that several passes over a row need: the first pass that needs one
+    computes it and stores it in a scratch row ``T[k]``; later passes load it. Rows are short
+    (in cache), so a load is far cheaper than recomputing a tanh or an exp."""
+
+    def __init__(self, passes: list[list[sp.Expr]]):
+        first, uses = {}, {}
+        for p, exprs in enumerate(passes):
+            for e in exprs:
+                for call in _outer_calls(e):
+                    first.setdefault(call, p)
+                    uses.setdefault(call, set()).add(p)
+        shared = [c for c in first if len(uses[c]) > 1]
+        self.index = {c: k for k, c in enumerate(shared)}
+        self.first = {c: first[c] for c in shared}
+        self.symbol = {c: sp.Symbol(f"t{k}", real=True) for c, k in self.index.items()}
+
+    def __len__(self):
+        return len(self.index)
+
+    def replace(self, exprs):
+        return [e.xreplace(self.symbol) for e in exprs]
+
+    def loop_head(self, em: NumbaEmitter, p: int, exprs) -> list[str]:
+        """Lines at the top of pass ``p``'s loop body: compute-and-store or load."""
+        lines = []
+        needed = set().union(*[e.free_symbols for e in exprs]) if exprs else set()
+        for call, k in self.index.items():
+            sym = self.symbol[call]
+            em.names[sym] = f"t{k}"
+            if self.first[call] == p:
+                lines += [f"t{k} = {em(call)}", f"T[{k}, j] = t{k}"]
+            elif self.first[call] < p and sym in needed:
+                lines.append(f"t{k} = T[{k}, j]")
+        return lines
 
 
 def _row_prologue(src: Source, em: NumbaEmitter, at: int):
@@ -181,33 +242,43 @@ def _row_prologue(src: Source, em: NumbaEmitter, at: int):
     src.lines[at:at] = ["    " + line for line in em.prologue()]
 
 
-def _reduction_passes(src: Source, em: NumbaEmitter, plan: Plan, params: list[str]):
+def _reduction_passes(src: Source, em: NumbaEmitter, plan: Plan, params: list[str],
+                      store: "Storage"):
     """One loop per depth; sums accumulate in float64, maxima keep NaN (and argmax if needed)."""
-    for group in plan.depths:
+    for p, group in enumerate(plan.depths):
         for r in group:
             k = r.symbol.name
             if r.kind is RowSum:
                 src(f"a_{k} = 0.0")
+            elif r.kind is RowShift:  # integer keys: a max reduction LLVM vectorizes
+                src(f"m_{k} = vm.lowest_key(nf)", f"nan_{k} = 0")
             else:
                 src(f"m_{k} = vm.lit(nf, -math.inf)", f"i_{k} = 0")
         src("for j in range(nn):")
         src.indent()
-        src("z = x[j]", *[f"{p} = P{p[1:]}[j]" for p in params])
-        lines, bodies = em.block([r.body for r in group], prefix="f")
+        src("z = x[j]", *[f"{q} = P{q[1:]}[j]" for q in params])
+        bodies = store.replace([r.body for r in group])
+        src(*store.loop_head(em, p, bodies))
+        lines, bodies = em.block(bodies, prefix="f")
         src(*lines)
         for r, body in zip(group, bodies):
             k = r.symbol.name
             if r.kind is RowSum:
                 src(f"a_{k} += {body}")
             elif r.kind is RowShift:
-                src(f"v = {body}", f"m_{k} = v if (v > m_{k}) | (v != v) else m_{k}")
+                src(f"v = {body}", f"m_{k} = max(m_{k}, vm.order_key(v))", f"nan_{k} += v != v")
             elif r.kind is RowMax:
                 src(f"v = {body}", f"if (v > m_{k}) | ((v != v) & (m_{k} == m_{k})):",
                     f"    m_{k} = v", f"    i_{k} = j")
         src.dedent()
         for r in group:
             k = r.symbol.name
-            src(f"{k} = vm.lit(nf, a_{k})" if r.kind is RowSum else f"{k} = m_{k}")
+            if r.kind is RowSum:
+                src(f"{k} = vm.lit(nf, a_{k})")
+            elif r.kind is RowShift:  # NumPy's max: NaN if the row has one
+                src(f"{k} = vm.lit(nf, math.nan) if nan_{k} else vm.from_order_key(nf, m_{k})")
+            else:
+                src(f"{k} = m_{k}")
 
 
 def _names(plan: Plan) -> dict:
@@ -217,35 +288,65 @@ def _names(plan: Plan) -> dict:
     return names
 
 
-def _rows_header(src: Source, name: str, arrays: list[str], plan: Plan, params: list[str]):
+def _rows_header(src: Source, name: str, arrays: list[str], plan: Plan, params: list[str],
+                 scratch: bool = False):
     src(f"@njit(fastmath={ROW_FLAGS}, cache=True, nogil=True, error_model='numpy')",
-        f"def {name}({', '.join(arrays + ['P' + p[1:] for p in params])}):")
+        f"def {name}({', '.join(arrays + ['P' + p[1:] for p in params] + (['T'] if scratch else []))}):")
     src.indent()
     src("nn = X.shape[1]", "nf = vm.lit(X[0, 0], nn)")
+
+
+def forward_storage(plan: Plan) -> Storage:
+    return Storage([[r.body for r in g] for g in plan.depths] + [[plan.out]])
+
+
+def _vjp_sums(plan: Plan):
+    grad = plan.grad_reductions()
+    kind = {r.symbol: r.kind for r in grad}
+    sums = [(f"A_{r.symbol.name}", sp.Symbol("g") * plan.dout_dr[r.symbol]) for r in grad]
+    sums += [(f"S_{m.name}_{k.name}", e) for (m, k), e in plan.dbody_dr.items() if kind[m] is RowSum]
+    return sums
+
+
+def _vjp_final(plan: Plan):
+    grad = plan.grad_reductions()
+    exprs = [plan.dout_dz] + [plan.dbody_dz[r.symbol] for r in grad]
+    exprs += [plan.dout_dp[p] for p in plan.params]
+    keys = [(k, p) for (k, p) in plan.dbody_dp]
+    exprs += [plan.dbody_dp[kp] for kp in keys]
+    return exprs, keys
+
+
+def vjp_storage(plan: Plan) -> Storage:
+    return Storage([[r.body for r in g] for g in plan.depths]
+                   + [[e for _, e in _vjp_sums(plan)], _vjp_final(plan)[0]])
 
 
 def _rows_forward(src: Source, plan: Plan, params: list[str]):
     # one row (for the gufunc), then the batch kernel calling it
     em = NumbaEmitter(_names(plan), anchor="nf")
+    store = forward_storage(plan)
     src(f"@njit(fastmath={ROW_FLAGS}, cache=True, forceinline=True, error_model='numpy')",
-        f"def forward_row(x, {''.join(f'P{p[1:]}, ' for p in params)}y):")
+        f"def forward_row(x, {''.join(f'P{p[1:]}, ' for p in params)}y, T):")
     src.indent()
     src("nn = x.shape[0]", "nf = vm.lit(x[0], nn)")
     at = len(src.lines)
-    _reduction_passes(src, em, plan, params)
+    _reduction_passes(src, em, plan, params, store)
     src("for j in range(nn):")
     src.indent()
     src("z = x[j]", *[f"{p} = P{p[1:]}[j]" for p in params])
-    lines, (out,) = em.block([plan.out])
+    (out_expr,) = store.replace([plan.out])
+    src(*store.loop_head(em, len(plan.depths), [out_expr]))
+    lines, (out,) = em.block([out_expr])
     src(*lines, f"y[j] = {out}")
     src.dedent()
     _row_prologue(src, em, at)
     src.dedent()
     src("")
     src(f"@njit(cache=True, nogil=True, error_model='numpy')",
-        f"def forward_rows(X, Y{''.join(f', P{p[1:]}' for p in params)}):")
+        f"def forward_rows(X, Y{''.join(f', P{p[1:]}' for p in params)}, T):")
     src("    for i in range(X.shape[0]):",
-        f"        forward_row(X[i], {''.join(f'P{p[1:]}, ' for p in params)}Y[i])", "")
+        f"        forward_row(X[i], {''.join(f'P{p[1:]}, ' for p in params)}Y[i], T)", "")
 
 
 def _rows_derivative(src: Source, plan: Plan, params: list[str]):
@@ -270,24 +371,27 @@ def _rows_vjp(src: Source, plan: Plan, params: list[str]):
     """dz and parameter gradients; DP* are float64 (n,) accumulators owned by this call."""
     em = NumbaEmitter(_names(plan), anchor="nf")
     dp_args = [f"DP{p[1:]}" for p in params]
-    _rows_header(src, "vjp_rows", ["X", "GY", "DX", *dp_args], plan, params)
+    _rows_header(src, "vjp_rows", ["X", "GY", "DX", *dp_args], plan, params, scratch=True)
     at = len(src.lines)
+    store = vjp_storage(plan)
+    D = len(plan.depths)
     src("for i in range(X.shape[0]):")
     src.indent()
     src("x = X[i]", "gy = GY[i]", "dx = DX[i]")
-    _reduction_passes(src, em, plan, params)
+    _reduction_passes(src, em, plan, params, store)
     grad = plan.grad_reductions()
     kind = {r.symbol: r.kind for r in grad}
     # adjoint sums over the row (RowMax terms are taken at the argmax instead)
-    sums = [(f"A_{r.symbol.name}", sp.Symbol("g") * plan.dout_dr[r.symbol]) for r in grad]
-    sums += [(f"S_{m.name}_{k.name}", e) for (m, k), e in plan.dbody_dr.items() if kind[m] is RowSum]
+    sums = _vjp_sums(plan)
     if sums:
         for name, _ in sums:
             src(f"{name} = 0.0")
         src("for j in range(nn):")
         src.indent()
         src("z = x[j]", "g = gy[j]", *[f"{p} = P{p[1:]}[j]" for p in params])
-        lines, texts = em.block([e for _, e in sums], prefix="s")
+        sum_exprs = store.replace([e for _, e in sums])
+        src(*store.loop_head(em, D, sum_exprs))
+        lines, texts = em.block(sum_exprs, prefix="s")
         src(*lines, *[f"{name} += {t}" for (name, _), t in zip(sums, texts)])
         src.dedent()
         src(*[f"{name} = vm.lit(nf, {name})" for name, _ in sums])
@@ -304,10 +408,9 @@ def _rows_vjp(src: Source, plan: Plan, params: list[str]):
     src("for j in range(nn):")
     src.indent()
     src("z = x[j]", "g = gy[j]", *[f"{p} = P{p[1:]}[j]" for p in params])
-    exprs = [plan.dout_dz] + [plan.dbody_dz[r.symbol] for r in grad]
-    exprs += [plan.dout_dp[p] for p in plan.params]
-    keys = [(k, p) for (k, p) in plan.dbody_dp]
-    exprs += [plan.dbody_dp[kp] for kp in keys]
+    exprs, keys = _vjp_final(plan)
+    exprs = store.replace(exprs)
+    src(*store.loop_head(em, D + 1, exprs))
     lines, texts = em.block(exprs, prefix="d")
     src(*lines)
     fz, bz = texts[0], texts[1:1 + len(grad)]
@@ -345,6 +448,9 @@ class Runner:
         self.plan = plan
         self.flat = not plan.rowwise and not plan.params
         self._ufunc = self._gufunc = None
+        if not self.flat:
+            self.forward_slots = len(forward_storage(plan))
+            self.vjp_slots = len(vjp_storage(plan))
 
     @property
     def ufunc(self):
@@ -393,8 +499,10 @@ class Runner:
         X = self._rows(xt)
         Y = y.reshape(X.shape)
         cols = self._columns(args, X.shape[1], xt.dtype)
-        parallel.run(self.module.forward_rows, lambda i, lo, hi: (X[lo:hi], Y[lo:hi], *cols),
-                     parallel.chunks(X.shape[0], X.shape[1]))
+        parts = parallel.chunks(X.shape[0], X.shape[1])
+        scratch = [np.empty((self.forward_slots, X.shape[1]), xt.dtype) for _ in parts]
+        parallel.run(self.module.forward_rows,
+                     lambda i, lo, hi: (X[lo:hi], Y[lo:hi], *cols, scratch[i]), parts)
         return y
 
     def derivative(self, xt, args):
@@ -418,8 +526,10 @@ class Runner:
         cols = self._columns(args, units, xt.dtype)
         parts = parallel.chunks(X.shape[0], units)
         acc = [[np.zeros(units) for _ in cols] for _ in parts]
+        scratch = [np.empty((self.vjp_slots, units), xt.dtype) for _ in parts]
         parallel.run(self.module.vjp_rows,
-                     lambda i, lo, hi: (X[lo:hi], G[lo:hi], DX[lo:hi], *acc[i], *cols), parts)
+                     lambda i, lo, hi: (X[lo:hi], G[lo:hi], DX[lo:hi], *acc[i], *cols, scratch[i]),
+                     parts)
         return dz, [sum(a[k] for a in acc) for k in range(len(cols))]
 
 

@@ -143,6 +143,27 @@ def sech(x):
 @njit(**JIT)
 def shifted(a, b):
     return ZERO if a == b else a - b
+
+
+SIGNLESS = I({signless})
+
+
+@njit(**JIT)
+def order_key(x):
+    """An integer that orders like x (integer max reductions vectorize; float ones with NaN
+    semantics do not). NaN is tracked apart by the caller."""
+    b = as_bits(x)
+    return b ^ ((b >> I({width_minus_1})) & SIGNLESS)
+
+
+@njit(**JIT)
+def from_order_key(k):
+    return from_bits(k ^ ((k >> I({width_minus_1})) & SIGNLESS))
+
+
+@njit(**JIT)
+def lowest_key(like):
+    return order_key(-INF)
 '''
 
 
@@ -154,7 +175,8 @@ def _source(F, I, mant, bias, exp_degree, expm1_degree, log_terms, exp_lo, exp_h
         ln2_hi=ln2_hi, ln2_lo=ln2_lo, exp_lo=exp_lo, exp_hi=exp_hi, bias=bias, mant=mant,
         tiny=float(np.finfo(F).smallest_normal), up=2.0 ** up_bits, up_bits=up_bits,
         sqrt2=math.sqrt(2), mant_mask=(1 << mant) - 1, one_bits=bias << mant, exp_mask=2 * bias + 1,
-        tanh_one=tanh_one,
+        tanh_one=tanh_one, signless=(1 << (np.dtype(F).itemsize * 8 - 1)) - 1,
+        width_minus_1=np.dtype(F).itemsize * 8 - 1,
         exp_poly=_horner("r", [1 / math.factorial(k) for k in range(exp_degree + 1)]),
         # (e^x - 1)/x = sum x^k/(k+1)!
         expm1_poly=_horner("xs", [1 / math.factorial(k) for k in range(1, expm1_degree + 1)]),
@@ -169,7 +191,8 @@ _F64 = cache.load(_source(np.float64, np.int64, 52, 1023, exp_degree=13, expm1_d
 _F32 = cache.load(_source(np.float32, np.int32, 23, 127, exp_degree=7, expm1_degree=10,
                           log_terms=5, exp_lo=-104.0, exp_hi=89.0, tanh_one=9.5, up_bits=25,
                           ln2_hi=0.693359375, ln2_lo=-2.12194440e-4))
-NAMES = ("exp", "expm1", "log", "log1p", "tanh", "sigmoid", "softplus", "sech", "shifted")
+NAMES = ("exp", "expm1", "log", "log1p", "tanh", "sigmoid", "softplus", "sech", "shifted",
+         "order_key", "lowest_key")
 F64 = {name: getattr(_F64, name) for name in NAMES}
 F32 = {name: getattr(_F32, name) for name in NAMES}
 
@@ -214,6 +237,19 @@ sigmoid = _dispatching("sigmoid", 1)
 softplus = _dispatching("softplus", 1)
 sech = _dispatching("sech", 1)
 shifted = _dispatching("shifted", 2)
+order_key = _dispatching("order_key", 1)
+lowest_key = _dispatching("lowest_key", 1)
+
+
+def from_order_key(like, k):
+    """The float of type ``like`` whose ``order_key`` is ``k``."""
+    raise TypeError("vm.from_order_key is for Numba-compiled code")
+
+
+@overload(from_order_key, jit_options=JIT_OPTIONS)
+def _ov_from_order_key(like, k):
+    impl = _F32.from_order_key if like == types.float32 else _F64.from_order_key
+    return lambda like, k: impl(k)
 
 
 @njit(cache=True, **JIT_OPTIONS)

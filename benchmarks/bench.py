@@ -1,0 +1,195 @@
+"""actdsl benchmark: forward and VJP of the seed keys and a few compositions, next to memcpy and
+every peer that is installed, all measured in one run; plus compile and load times.
+
+    python benchmarks/bench.py                      # 4096x4096 float32, all specs, table + JSON
+    python benchmarks/bench.py --dtype float64 --size 2048 --specs relu tanh+norm:z
+    python benchmarks/bench.py --compile-only       # cold compile / warm load per spec
+
+Times are medians of ``--repeat`` runs after one warm-up. actdsl writes into a preallocated
+``out=`` (its API offers it; peers allocate their results, which costs page faults here). GB/s counts the bytes an ideal
+kernel moves (forward: read x, write y; VJP: read x and dy, write dx). "x copy" divides by
+the time np.copyto takes to move the same number of bytes (measured in this run).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+import peers  # noqa: E402
+
+import actdsl  # noqa: E402
+
+SEED = ["linear", "sigmoid", "logistic", "tanh", "softplus", "softmax", "relu", "trel", "trec",
+        "tlin", "rect:min", "rect:max", "norm:mean", "norm:max", "norm:std", "norm:z", "prelu",
+        "lgrelu", "maxout:3"]
+SPECS = SEED + ["tanh+norm:z", "softplus+norm:z", "relu+softmax"]
+
+
+def median_ms(fn, repeat: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e3
+
+
+def load_peers(specs):
+    table = {"numpy": peers.NUMPY}
+    for name, make in [("torch", peers.torch_table), ("jax", peers.jax_table),
+                       ("numexpr", peers.numexpr_table)]:
+        try:
+            table[name] = make()
+        except ImportError:
+            print(f"({name} not installed: skipped)", file=sys.stderr)
+    table["lambdify"] = peers.lambdify_table(specs)
+    return table
+
+
+def convert_params(name, p, dtype):
+    if name == "torch":
+        import torch
+        return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in p.items()}
+    if name == "jax":
+        import jax.numpy as jnp
+        return {k: jnp.asarray(v) for k, v in p.items()}
+    return p
+
+
+def convert_array(name, a):
+    if name == "torch":
+        import torch
+        return torch.from_numpy(a)
+    if name == "jax":
+        import jax.numpy as jnp
+        return jnp.asarray(a)
+    return a
+
+
+def run_speed(args) -> list[dict]:
+    dtype = np.dtype(args.dtype)
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(args.size, args.size)) * 2).astype(dtype)
+    g = rng.normal(size=x.shape).astype(dtype)
+    out = np.empty_like(x)
+    copy_ms = median_ms(lambda: np.copyto(out, x), args.repeat)
+    nbytes = x.nbytes
+    table = load_peers(args.specs)
+    rows = []
+    print(f"# {args.size}x{args.size} {dtype}, median of {args.repeat}; memcpy (np.copyto) "
+          f"{copy_ms:.2f} ms = {2 * nbytes / copy_ms / 1e6:.1f} GB/s\n")
+    header = f"{'spec':<16} {'impl':<10} {'fwd ms':>8} {'GB/s':>6} {'x copy':>6}   " \
+             f"{'vjp ms':>8} {'GB/s':>6} {'x copy':>6}"
+    print(header)
+    print("-" * len(header))
+    for spec in args.specs:
+        kernel = actdsl.compile(spec, backend="numba")
+        p = {k: v.astype(dtype) for k, v in kernel.init_params(args.size, rng=1).items()}
+        impls = {"actdsl": (lambda x_, p_: kernel(x_, out=out, **p_),
+                            lambda x_, g_, p_: kernel.vjp(x_, g_, out=out, **p_))}
+        for name, t in table.items():
+            if spec in t:
+                impls[name] = t[spec]
+        results = {}
+        for name, (f, b) in impls.items():
+            xa, ga, pa = convert_array(name, x), convert_array(name, g), convert_params(name, p, dtype)
+            try:
+                fwd = median_ms(lambda: f(xa, pa), args.repeat)
+                bwd = median_ms(lambda: b(xa, ga, pa), args.repeat)
+            except Exception as e:  # a peer that cannot run this spec on this machine
+                print(f"{spec:<16} {name:<10} failed: {type(e).__name__}: {e}"[:120])
+                continue
+            results[name] = (fwd, bwd)
+            row = dict(spec=spec, impl=name, dtype=str(dtype), size=args.size,
+                       forward_ms=fwd, forward_gbs=2 * nbytes / fwd / 1e6,
+                       forward_x_copy=fwd / copy_ms, vjp_ms=bwd,
+                       vjp_gbs=3 * nbytes / bwd / 1e6, vjp_x_copy=bwd / (1.5 * copy_ms))
+            rows.append(row)
+            print(f"{spec:<16} {name:<10} {fwd:8.2f} {row['forward_gbs']:6.1f} "
+                  f"{row['forward_x_copy']:6.2f}   {bwd:8.2f} {row['vjp_gbs']:6.1f} "
+                  f"{row['vjp_x_copy']:6.2f}")
+        others = {k: v for k, v in results.items() if k != "actdsl"}
+        if others and "actdsl" in results:
+            best_f = min(others, key=lambda k: others[k][0])
+            best_b = min(others, key=lambda k: others[k][1])
+            ours = results["actdsl"]
+            print(f"{'':<16} {'':<10} fastest peer: fwd {best_f} {ours[0] / others[best_f][0]:.2f}x,"
+                  f" vjp {best_b} {ours[1] / others[best_b][1]:.2f}x (actdsl time / peer time)")
+    return [dict(memcpy_ms=copy_ms)] + rows
+
+
+COMPILE_SCRIPT = """
+import sys, time, json
+import numpy as np, actdsl
+x = np.linspace(-3, 3, 64, dtype=np.float32).reshape(8, 8)
+t0 = time.perf_counter()
+actdsl.compile("relu", backend="numba")(x)           # one-time process set-up, not per spec
+t1 = time.perf_counter()
+res = {"setup_s": t1 - t0}
+for spec in sys.argv[1:]:
+    t = time.perf_counter()
+    k = actdsl.compile(spec, backend="numba")
+    k(x, **k.init_params(8))
+    res[spec] = time.perf_counter() - t
+print(json.dumps(res))
+"""
+
+
+def run_compile(args) -> dict:
+    """Cold: a new process, an empty cache directory. Warm: a new process, the same directory."""
+    specs = args.specs
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "ACTDSL_CACHE_DIR": cache}
+        runs = {}
+        for label in ("cold", "warm"):
+            out = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT, *specs], env=env,
+                                 capture_output=True, text=True, check=True)
+            runs[label] = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"\n# compile (parse to machine code, forward float32) and load, seconds")
+    print(f"one-time process set-up (first kernel): cold {runs['cold']['setup_s']:.2f}, "
+          f"warm {runs['warm']['setup_s']:.2f}")
+    print(f"{'spec':<16} {'cold':>6} {'warm':>6}")
+    for spec in specs:
+        print(f"{spec:<16} {runs['cold'][spec]:6.2f} {runs['warm'][spec]:6.2f}")
+    cold = [runs["cold"][s] for s in specs]
+    warm = [runs["warm"][s] for s in specs]
+    print(f"{'median':<16} {statistics.median(cold):6.2f} {statistics.median(warm):6.3f}")
+    return runs
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=4096)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--specs", nargs="+", default=SPECS)
+    ap.add_argument("--compile-only", action="store_true")
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--json", default=None, help="where to write results (default benchmarks/results/)")
+    args = ap.parse_args(argv)
+    result = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+              "numpy": np.__version__, "actdsl": actdsl.__version__}
+    if not args.compile_only:
+        result["speed"] = run_speed(args)
+    if not args.no_compile:
+        result["compile"] = run_compile(args)
+    path = Path(args.json or Path(__file__).parent / "results" / f"bench-{args.dtype}-{args.size}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1))
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
