@@ -4,7 +4,9 @@
     >>> k = actdsl.compile("tanh+norm:z")
     >>> y = k(x); dx = k.vjp(x, dy)
 """
+from . import sym
 from .compiler import Kernel, compile
+from .custom import Activation, check_derivative, register, unregister
 from .errors import (ActdslError, ArrayTypeError, ParameterError, SpecSyntaxError,
                      UnknownActivationError)
 from .syntax import parse
@@ -12,5 +14,6 @@ from .docs import latex
 
 __version__ = "0.1.0"
 
-__all__ = ["ActdslError", "ArrayTypeError", "Kernel", "ParameterError", "SpecSyntaxError",
-           "UnknownActivationError", "compile", "latex", "parse", "__version__"]
+__all__ = ["ActdslError", "Activation", "ArrayTypeError", "Kernel", "ParameterError",
+           "SpecSyntaxError", "UnknownActivationError", "check_derivative", "compile", "latex",
+           "parse", "register", "sym", "unregister", "__version__"]

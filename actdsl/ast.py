@@ -58,3 +58,83 @@ class Spec:
 
     def __str__(self) -> str:
         return "+".join(str(t) for t in self.terms)
+
+
+# -- inline formulas -------------------------------------------------------------------------
+# Precedence for printing with the fewest parentheses: higher binds tighter.
+_PREC = {"compare": 1, "+": 2, "-": 2, "*": 3, "/": 3, "neg": 4, "**": 5, "atom": 6}
+
+
+@dataclass(frozen=True)
+class Num:
+    value: int | float
+
+    prec = 6
+
+    def __str__(self):
+        return format_number(self.value)
+
+
+@dataclass(frozen=True)
+class Var:
+    name: str
+
+    prec = 6
+
+    def __str__(self):
+        return self.name
+
+
+@dataclass(frozen=True)
+class Call:
+    name: str
+    args: tuple = ()
+    kwargs: tuple[tuple[str, Value], ...] = ()
+
+    prec = 6
+
+    def __str__(self):
+        parts = [str(a) for a in self.args] + [f"{k}={format_value(v)}" for k, v in self.kwargs]
+        return f"{self.name}({', '.join(parts)})"
+
+
+@dataclass(frozen=True)
+class Neg:
+    arg: object
+
+    prec = 4
+
+    def __str__(self):
+        return f"-{_wrap(self.arg, 4)}"
+
+
+@dataclass(frozen=True)
+class BinOp:
+    op: str   # + - * / ** or a comparison
+    left: object
+    right: object
+
+    @property
+    def prec(self):
+        return _PREC.get(self.op, 1)
+
+    def __str__(self):
+        p = self.prec
+        if self.op == "**":  # right-associative
+            return f"{_wrap(self.left, p + 1)} ** {_wrap(self.right, p)}"
+        return f"{_wrap(self.left, p)} {self.op} {_wrap(self.right, p + 1)}"
+
+
+def _wrap(node, need: int) -> str:
+    return f"({node})" if node.prec < need else str(node)
+
+
+@dataclass(frozen=True)
+class Formula:
+    """An inline formula term ``{expr}`` over z."""
+
+    expr: object
+    pos: tuple[int, int] | None = field(default=None, compare=False, repr=False)
+
+    def __str__(self):
+        return "{" + str(self.expr) + "}"

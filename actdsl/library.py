@@ -11,7 +11,7 @@ import sympy as sp
 
 from .ir import RowMax, RowShift, RowSum, n, row_mean, row_std
 from .registry import REGISTRY, Definition, Hyper, ParamDecl
-from .stable import expm1, shifted, sigmoid, softplus, tanh
+from .stable import expm1, ncdf, shifted, sigmoid, softplus, tanh
 
 Pw = sp.Piecewise
 
@@ -170,6 +170,20 @@ _add("threshold", "thresholded identity",
      lambda u, h, p: Pw((u, u > h["threshold"]), (h["value"], True)),
      hyper=(Hyper("threshold", 0.0), Hyper("value", 0.0)))
 _elementwise("exponential", "exponential", sp.exp)
+def _tails(u, middle):
+    """0 below -40 and u above 40, where the Gaussian tail is below every float's resolution:
+    exact there, and the limits at ±inf (where u * Φ(u) would be inf * 0)."""
+    return Pw((0, u < -40), (u, u > 40), (middle, True))
+
+
+# Φ(z) = erfc(-z/√2)/2 (ncdf), not (1 + erf(z/√2))/2, which cancels to 0 for z < -6
+_elementwise("gelu", "Gaussian error linear", lambda u: _tails(u, u * ncdf(u)),
+             lambda u: u * (1 + sp.erf(u / sp.sqrt(2))) / 2)
+# 0.5 (1 + tanh a) = sigmoid(2a): the same function without cancellation for z << 0
+_GELU_A = sp.sqrt(2 / sp.pi)
+_elementwise("gelu:tanh", "Gaussian error linear, tanh approximation",
+             lambda u: _tails(u, u * sigmoid(2 * _GELU_A * (u + sp.Rational(44715, 10 ** 6) * u ** 3))),
+             lambda u: u * (1 + tanh(_GELU_A * (u + sp.Rational(44715, 10 ** 6) * u ** 3))) / 2)
 _elementwise("sparse_plus", "sparse plus",
              lambda u: Pw((0, u <= -1), ((u + 1) ** 2 / 4, u < 1), (u, True)))
 

@@ -7,10 +7,11 @@ from fractions import Fraction
 import numpy as np
 import sympy as sp
 
-from .ast import Spec, Term, format_value
-from .errors import ParameterError, caret_picture, close_names
-from .ir import IR, Param, z
+from .ast import BinOp, Call, Formula, Neg, Num, Spec, Term, Var, format_value
+from .errors import ActdslError, ParameterError, UnknownActivationError, caret_picture, close_names
+from .ir import IR, Param, RowMax, RowSum, n, row_mean, row_std, z
 from .registry import REGISTRY, Definition, Hyper
+from . import stable
 
 
 def exact(value) -> sp.Expr:
@@ -26,6 +27,10 @@ def lower(spec: Spec, text: str = "") -> IR:
     params: list[Param] = []
     for index, term in enumerate(spec.terms):
         where = caret_picture(text, *term.pos) if text and term.pos else ""
+        if isinstance(term, Formula):
+            u = formula(term.expr, u, where)
+            shown = formula(term.expr, shown, where, display=True)
+            continue
         d = REGISTRY.lookup(term.key, context=where)
         hyper, fixed = _arguments(d, term, where)
         symbols = {}
@@ -126,3 +131,104 @@ def _fixed_param(d: Definition, name: str, value, shape, where: str):
 
 def _where(picture: str) -> str:
     return "\n" + picture if picture else ""
+
+
+# -- inline formulas -------------------------------------------------------------------------
+def _indicator(cond):
+    return sp.Piecewise((1, cond), (0, True))
+
+
+def _select(c, a, b):
+    if isinstance(c, sp.Piecewise) and len(c.args) == 2 and c.args[0][0] == 1 and c.args[1][0] == 0:
+        return sp.Piecewise((a, c.args[0][1]), (b, True))
+    return sp.Piecewise((a, sp.Ne(c, 0)), (b, True))
+
+
+_COMPARE = {">": sp.Gt, ">=": sp.Ge, "<": sp.Lt, "<=": sp.Le, "==": sp.Eq, "!=": sp.Ne}
+_ELEMENTARY = {"exp": sp.exp, "log": sp.log, "tanh": stable.tanh, "sqrt": sp.sqrt, "abs": sp.Abs,
+               "erf": sp.erf, "sigmoid": stable.sigmoid, "softplus": stable.softplus,
+               "expm1": stable.expm1, "log1p": stable.log1p, "sin": sp.sin, "cos": sp.cos}
+_ROW = {"mean": row_mean, "sum": RowSum, "std": row_std,
+        "var": lambda a: RowSum((a - row_mean(a)) ** 2) / n}
+_FUNCTION_NAMES = sorted([*_ELEMENTARY, *_ROW, "where", "max", "min", "maximum", "minimum", "clip"])
+
+
+def formula(node, u: sp.Expr, where: str = "", display: bool = False) -> sp.Expr:
+    """An inline formula's AST as SymPy, with ``z`` bound to ``u`` (the previous term's output).
+    Only the names below and registered activations can be called: nothing is evaluated."""
+
+    def go(e):
+        if isinstance(e, Num):
+            return exact(e.value)
+        if isinstance(e, Var):
+            if e.name == "z":
+                return u
+            if e.name == "pi":
+                return sp.pi
+            if e.name == "e":
+                return sp.E
+            raise ParameterError(f"unknown name {e.name!r} in a formula: formulas are over z "
+                                 f"(constants pi and e){_where(where)}")
+        if isinstance(e, Neg):
+            return -go(e.arg)
+        if isinstance(e, BinOp):
+            a, b = go(e.left), go(e.right)
+            if e.op in _COMPARE:
+                return _indicator(_COMPARE[e.op](a, b))
+            return {"+": a + b, "-": a - b, "*": a * b, "/": a / b}.get(e.op) if e.op != "**" \
+                else a ** b
+        if isinstance(e, Call):
+            return call(e)
+        raise ActdslError(f"unexpected formula node {type(e).__name__}")  # pragma: no cover
+
+    def arity(e, *counts):
+        if len(e.args) not in counts or e.kwargs:
+            want = " or ".join(str(c) for c in counts)
+            raise ParameterError(f"{e.name}() takes {want} argument(s) and no keywords, got "
+                                 f"{len(e.args)}{' and keywords' if e.kwargs else ''}{_where(where)}")
+        return [go(a) for a in e.args]
+
+    def call(e: Call):
+        name = e.name
+        if name in _ELEMENTARY:
+            (a,) = arity(e, 1)
+            return _ELEMENTARY[name](a)
+        if name in _ROW:
+            (a,) = arity(e, 1)
+            return _ROW[name](a)
+        if name == "where":
+            return _select(*arity(e, 3))
+        if name in ("max", "min", "maximum", "minimum"):
+            args = arity(e, 1, 2, 3, 4) if name in ("max", "min") else arity(e, 2)
+            if len(args) == 1:  # one argument: over the row
+                return RowMax(args[0]) if name == "max" else -RowMax(-args[0])
+            return sp.Max(*args) if name.startswith("max") else sp.Min(*args)
+        if name == "clip":
+            x, lo, hi = arity(e, 3)
+            return sp.Max(lo, sp.Min(hi, x))
+        if name in REGISTRY:
+            return activation(e)
+        raise UnknownActivationError(name, [*_FUNCTION_NAMES, *REGISTRY.names()],
+                                     what="function", context=where)
+
+    def activation(e: Call):
+        d = REGISTRY.lookup(e.name)
+        if len(e.args) != 1:
+            raise ParameterError(f"{d.key}() in a formula takes one argument (what to apply it "
+                                 f"to), got {len(e.args)}{_where(where)}")
+        hyper, fixed = _arguments(d, Term(e.name, None, e.kwargs), where)
+        symbols = {}
+        for decl in d.params:
+            if decl.name not in fixed:
+                raise ParameterError(
+                    f"{d.key}'s learnable parameter {decl.name!r} cannot be learned inside a "
+                    f"formula; fix it ({d.key}(z, {decl.name}=0.1)) or use {d.key!r} as a term"
+                    f"{_where(where)}")
+            symbols[decl.name] = _fixed_param(d, decl.name, fixed[decl.name], decl.shape(hyper), where)
+        exact_hyper = {k: (v if isinstance(v, int) and d.hyper_named(k).integer else exact(v))
+                       for k, v in hyper.items()}
+        build = (d.display or d.build) if display else d.build
+        return build(go(e.args[0]), exact_hyper, symbols)
+
+    result = go(node)
+    return result if display else stable.stabilize(result)

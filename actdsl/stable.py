@@ -141,6 +141,24 @@ class sqrt0(Primitive):
         return _power(r"\sqrt{%s}" % printer._print(self.args[0]), exp)
 
 
+class ncdf(Primitive):
+    """Φ(u), the standard normal CDF, as erfc(-u/√2)/2: accurate for u << 0, where
+    (1 + erf(u/√2))/2 cancels (SymPy would turn erfc(-x) into 2 - erfc(x), so Φ is a primitive)."""
+
+    nargs = 1
+    impl = {"numpy": "ncdf", "numba": "vm.ncdf"}
+
+    def elementary(self):
+        return sp.erfc(-self.args[0] / sp.sqrt(2)) / 2
+
+    def fdiff(self, argindex=1):
+        u = self.args[0]
+        return sp.exp(-u ** 2 / 2) / sp.sqrt(2 * sp.pi)
+
+    def _latex(self, printer, exp=None):
+        return _power(r"\Phi\left(%s\right)" % printer._print(self.args[0]), exp)
+
+
 class tanh(sp.tanh):
     """tanh whose derivative is sech², not 1 - tanh², which is 0 instead of 3e-77 at 88.8."""
 
@@ -148,9 +166,52 @@ class tanh(sp.tanh):
         return sp.sech(self.args[0]) ** 2
 
 
-PRIMITIVES = (sigmoid, softplus, expm1, log1p, shifted, sqrt0)
+PRIMITIVES = (sigmoid, softplus, expm1, log1p, shifted, sqrt0, ncdf)
 
 
 def to_elementary(expr: sp.Expr) -> sp.Expr:
     """The same expression with every primitive replaced by its textbook formula."""
     return expr.replace(lambda e: isinstance(e, Primitive), lambda e: e.elementary())
+
+
+def stabilize(expr: sp.Expr) -> sp.Expr:
+    """Rewrite textbook formulas (from users) into the primitives above, so that generated code
+    stays finite: log(1+exp(u)) -> softplus(u), 1/(1+exp(-u)) -> sigmoid(u), exp(u)-1 -> expm1(u),
+    log(1+u) -> log1p(u), and SymPy's tanh -> ours (accurate derivative)."""
+
+    def one_plus(e):
+        """u if e == 1 + u (as a SymPy Add), else None."""
+        if e.is_Add and sp.S.One in e.args:
+            return sp.Add(*[a for a in e.args if a != sp.S.One])
+        return None
+
+    def rw_log(e):
+        u = one_plus(e.args[0])
+        if u is None:
+            return e
+        if isinstance(u, sp.exp):
+            return softplus(u.args[0])
+        return log1p(u)
+
+    def rw_pow(e):
+        if e.exp == -1:
+            u = one_plus(e.base)
+            if isinstance(u, sp.exp):
+                return sigmoid(-u.args[0])
+        return e
+
+    def rw_add(e):
+        if sp.S.NegativeOne in e.args:
+            exps = [a for a in e.args if isinstance(a, sp.exp)]
+            if exps:
+                rest = list(e.args)
+                rest.remove(sp.S.NegativeOne)
+                rest.remove(exps[0])
+                return sp.Add(expm1(exps[0].args[0]), *rest)
+        return e
+
+    expr = expr.replace(lambda e: isinstance(e, sp.tanh) and not isinstance(e, tanh),
+                        lambda e: tanh(e.args[0]))
+    expr = expr.replace(lambda e: isinstance(e, sp.log), rw_log)
+    expr = expr.replace(lambda e: e.is_Pow, rw_pow)
+    return expr.replace(lambda e: e.is_Add, rw_add)

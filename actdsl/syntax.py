@@ -9,11 +9,15 @@ import functools
 
 from lark import Lark, Token, Transformer, v_args, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
-from .ast import Spec, Term
+from lark.exceptions import VisitError
+
+from .ast import BinOp, Call, Formula, Neg, Num, Spec, Term, Var
 from .errors import SpecSyntaxError
 
 #: Longest spec accepted; past it parsing would only waste time on input nobody writes by hand.
 MAX_SPEC_LENGTH = 4096
+#: Deepest nesting of brackets accepted (the tree is walked recursively).
+MAX_NESTING = 48
 
 
 @functools.cache
@@ -58,8 +62,68 @@ class _ToAst(Transformer):
     def vector(self, children):
         return tuple(c for c in children if c is not None)
 
+    # inline formulas
+    @v_args(meta=True)
+    def formula(self, meta, children):
+        return Formula(children[0], pos=(meta.line, meta.column))
 
-_TOKEN_WORDS = {"NAME": "an activation name", "PLUS": "'+'", "COLON": "':'", "LPAR": "'('",
+    def const(self, children):
+        return Num(self.number(children))
+
+    def var(self, children):
+        return Var(_name(children[0]))
+
+    def call(self, children):
+        name, *args = children
+        args = [a for a in args if a is not None]
+        positional = tuple(a for a in args if not isinstance(a, tuple))
+        kwargs = tuple(a for a in args if isinstance(a, tuple))
+        if any(isinstance(a, tuple) for a in args[: len(positional)]):
+            raise _Misplaced(name, "positional arguments go before keyword arguments")
+        return Call(_name(name), positional, kwargs)
+
+    def kwarg(self, children):
+        name, value = children
+        return _name(name), value
+
+    def compare(self, children):
+        left, op, right = children
+        return BinOp(str(op), left, right)
+
+    def add(self, c):
+        return BinOp("+", *c)
+
+    def sub(self, c):
+        return BinOp("-", *c)
+
+    def mul(self, c):
+        return BinOp("*", *c)
+
+    def div(self, c):
+        return BinOp("/", *c)
+
+    def pow(self, c):
+        return BinOp("**", *c)
+
+    def neg(self, c):
+        return Neg(c[0])
+
+
+class _Misplaced(Exception):
+    def __init__(self, token, message):
+        self.token, self.message = token, message
+
+
+def _name(token) -> str:
+    text = str(token)
+    if text.startswith("__"):
+        raise _Misplaced(token, f"names starting with '__' are not allowed ({text!r})")
+    return text.lower() if text not in ("pi", "e") else text
+
+
+_TOKEN_WORDS = {"NAME": "a name", "FNAME": "a name", "CIRCUMFLEX": "'^'", "EQUAL": "'='", "PLUS": "'+'", "COLON": "':'", "LPAR": "'('",
+                "LBRACE": "'{'", "RBRACE": "'}'", "NUMBER": "a number", "MINUS": "'-'",
+                "STAR": "'*'", "SLASH": "'/'", "COMPARE": "a comparison",
                 "RPAR": "')'", "COMMA": "','", "EQUAL": "'='", "SIGNED_NUMBER": "a number",
                 "INT": "a count", "LSQB": "'['", "RSQB": "']'", "$END": "the end of the spec"}
 
@@ -78,6 +142,7 @@ def parse(text: str) -> Spec:
                               text, 1, MAX_SPEC_LENGTH + 1)
     if not text.strip():
         raise SpecSyntaxError("empty spec: expected an activation name such as 'relu'", text or " ", 1, 1)
+    _check_nesting(text)
     try:
         tree = _parser().parse(text)
     except UnexpectedCharacters as e:
@@ -97,7 +162,28 @@ def parse(text: str) -> Spec:
                               text, tok.line, tok.column) from None
     except UnexpectedInput as e:  # pragma: no cover - lark's remaining kinds
         raise SpecSyntaxError(str(e).splitlines()[0], text, e.line, e.column) from None
-    return _ToAst().transform(tree)
+    try:
+        return _ToAst().transform(tree)
+    except VisitError as e:  # lark wraps what a Transformer method raises
+        if isinstance(e.orig_exc, _Misplaced):
+            tok = e.orig_exc.token
+            raise SpecSyntaxError(e.orig_exc.message, text, getattr(tok, "line", 1),
+                                  getattr(tok, "column", 1)) from None
+        raise
+
+
+def _check_nesting(text: str) -> None:
+    depth, line, col = 0, 1, 0
+    for ch in text:
+        col += 1
+        if ch == "\n":
+            line, col = line + 1, 0
+        elif ch in "([{":
+            depth += 1
+            if depth > MAX_NESTING:
+                raise SpecSyntaxError(f"brackets nested deeper than {MAX_NESTING}", text, line, col)
+        elif ch in ")]}":
+            depth -= 1
 
 
 def _end_position(text: str) -> tuple[int, int]:

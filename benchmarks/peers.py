@@ -212,6 +212,6 @@ def lambdify_table(specs):
             continue
         f = sp.lambdify(z, to_elementary(k.expr), "numpy")
         d = sp.lambdify(z, to_elementary(k.derivative_expr), "numpy")
-        out[spec] = ((lambda x, p, f=f: np.broadcast_to(f(x), x.shape)),
+        out[spec] = ((lambda x, p, f=f: np.array(np.broadcast_to(f(x), x.shape))),  # a new array
                      (lambda x, g, p, d=d: g * d(x)))
     return out

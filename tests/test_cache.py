@@ -97,3 +97,14 @@ def test_unusable_directory_falls_back_to_memory_with_a_warning(tmp_path):
     result, stderr = run(tmp_path, blocker / "cache")
     assert result["err"] < 1e-6
     assert "cannot use the cache directory" in stderr
+
+
+def test_kernel_source_names_the_vmath_it_was_built_against():
+    """Numba's cache does not follow dependencies: a kernel cached against an old vmath module
+    would refer to a module that no longer exists. Naming vmath's modules in the kernel's source
+    gives every vmath change new kernel files."""
+    import actdsl
+    from actdsl.backends import vmath
+
+    source = actdsl.compile("tanh", backend="numba").source
+    assert vmath.MODULES in source

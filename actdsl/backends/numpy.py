@@ -22,7 +22,7 @@ class NumpyEmitter(Emitter):
     keep_inline = (n,)
     functions = {sp.exp: "np.exp", sp.log: "np.log", sp.tanh: "np.tanh", sp.sinh: "np.sinh",
                  sp.cosh: "np.cosh", sp.sech: "_rt.sech", sp.sin: "np.sin", sp.cos: "np.cos", sp.tan: "np.tan",
-                 sp.atan: "np.arctan", sp.asinh: "np.arcsinh", sp.erf: "_rt.erf",
+                 sp.atan: "np.arctan", sp.asinh: "np.arcsinh", sp.erf: "_rt.erf", sp.erfc: "_rt.erfc",
                  sp.Abs: "np.abs", sp.floor: "np.floor", sp.ceiling: "np.ceil"}
 
     def sqrt(self, x):

@@ -31,16 +31,28 @@ def shifted(a, b):
     return np.where(a == b, 0, a - b)
 
 
-_erf_scalar = np.frompyfunc(math.erf, 1, 1)
+def _special(name):
+    """scipy.special's ufunc where SciPy is installed, else the math module's, elementwise."""
+    scalar = np.frompyfunc(getattr(math, name), 1, 1)
+
+    def f(x):
+        try:
+            import scipy.special
+        except ImportError:
+            x = np.asarray(x)
+            return scalar(x).astype(x.dtype if x.dtype.kind == "f" else np.float64)
+        return getattr(scipy.special, name)(x)
+
+    f.__name__ = name
+    return f
 
 
-def erf(x):
-    try:
-        from scipy.special import erf as scipy_erf
-    except ImportError:
-        x = np.asarray(x)
-        return _erf_scalar(x).astype(x.dtype if x.dtype.kind == "f" else np.float64)
-    return scipy_erf(x)
+erf = _special("erf")
+erfc = _special("erfc")
+
+
+def ncdf(x):
+    return erfc(-x * 0.7071067811865476) / 2
 
 
 def nan_through(value, *operands):

@@ -1,0 +1,241 @@
+"""Custom activations three ways (Activation subclasses, register(), inline formulas): each gets
+exact derivatives, every CPU backend, LaTeX, and use inside compositions; nothing runs user text."""
+import os
+import time
+
+import numpy as np
+import pytest
+import sympy as sp
+
+import actdsl
+from actdsl.registry import REGISTRY
+from conftest import away_from_kinks, numeric_vjp
+
+BACKENDS = ["numpy", "numba"]
+
+
+@pytest.fixture
+def cleanup():
+    before = set(REGISTRY.names())
+    yield
+    for name in set(REGISTRY.names()) - before:
+        if name in REGISTRY and not REGISTRY.lookup(name).builtin:
+            actdsl.unregister(name)
+
+
+def test_theanets_thresholded_linear_verbatim(cleanup):
+    class ThresholdedLinear(actdsl.Activation):
+        def __call__(self, z):
+            return z * (z > 1)
+
+    x = np.array([-2.0, 0.5, 1.0, 1.5, 3.0])
+    for backend in BACKENDS:
+        k = actdsl.compile("thresholdedlinear", backend=backend)
+        np.testing.assert_array_equal(k(x), [0, 0, 0, 1.5, 3.0])
+        np.testing.assert_array_equal(k.derivative(x), [0, 0, 0, 1, 1])
+        np.testing.assert_allclose(actdsl.compile("tanh+thresholdedlinear", backend=backend)(x),
+                                   np.where(np.tanh(x) > 1, np.tanh(x), 0))
+    assert actdsl.latex("thresholdedlinear")
+
+
+SWISH, MISH, GELU = "silu", "mish", "gelu"
+
+
+def _three_ways(cleanup_names):
+    z = sp.Symbol("z")
+
+    class Swish2(actdsl.Activation):
+        def __call__(self, z):
+            return z * actdsl.sym.sigmoid(z)
+
+    class Mish2(actdsl.Activation):
+        def __call__(self, z):
+            return z * actdsl.sym.tanh(actdsl.sym.log(1 + actdsl.sym.exp(z)))
+
+    class Gelu2(actdsl.Activation):
+        def __call__(self, z):
+            return z * (1 + actdsl.sym.erf(z / np.sqrt(2))) / 2
+
+    actdsl.register("swish3", z / (1 + sp.exp(-z)), "swish from SymPy")
+    actdsl.register("mish3", z * sp.tanh(sp.log(1 + sp.exp(z))), "mish from SymPy")
+    actdsl.register("gelu3", z * (1 + sp.erf(z / sp.sqrt(2))) / 2, "gelu from SymPy")
+    return {
+        SWISH: ["swish2", "swish3", "{z * sigmoid(z)}", "{z / (1 + exp(-z))}"],
+        MISH: ["mish2", "mish3", "{z * tanh(softplus(z))}", "{z * tanh(log(1 + exp(z)))}"],
+        GELU: ["gelu2", "gelu3", "{z * (1 + erf(z / sqrt(2))) / 2}"],
+    }
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_swish_mish_gelu_three_ways_match_the_builtins(backend, cleanup):
+    ways = _three_ways(cleanup)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(4, 9)) * 3
+    g = rng.normal(size=x.shape)
+    for builtin, specs in ways.items():
+        ref = actdsl.compile(builtin, backend=backend)
+        for spec in specs:
+            k = actdsl.compile(spec, backend=backend)
+            np.testing.assert_allclose(k(x), ref(x), rtol=1e-12, atol=1e-14, err_msg=spec)
+            np.testing.assert_allclose(k.vjp(x, g), ref.vjp(x, g), rtol=1e-10, atol=1e-13, err_msg=spec)
+            # and inside a composition
+            np.testing.assert_allclose(actdsl.compile(f"tanh+{spec}+norm:z", backend=backend)(x),
+                                       actdsl.compile(f"tanh+{builtin}+norm:z", backend=backend)(x),
+                                       rtol=1e-10, atol=1e-12, err_msg=spec)
+
+
+def test_textbook_formulas_are_made_stable():
+    x = np.array([-1e4, -710.0, 0.0, 710.0, 1e4])
+    e710 = 4.4762862256751298e-309  # e^-710 (mpmath), a subnormal: the true value, not 0
+    with np.errstate(all="raise"):  # the kernels raise nothing; the assertions run outside
+        softplus = actdsl.compile("{log(1 + exp(z))}")(x)
+        sigmoid = actdsl.compile("{1 / (1 + exp(-z))}")(x)
+    np.testing.assert_allclose(softplus, [0, e710, np.log(2), 710, 1e4], rtol=1e-14, atol=0)
+    np.testing.assert_allclose(sigmoid, [0, e710, 0.5, 1, 1], rtol=1e-14, atol=0)
+    assert "softplus" in str(actdsl.compile("{log(1 + exp(z))}").expr)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_custom_rowwise_activation_has_a_correct_vjp(backend, cleanup):
+    class Centered(actdsl.Activation):
+        """z minus its row mean, scaled by the row's mean square."""
+
+        def __call__(self, z):
+            c = z - z.mean()
+            return c / ((c * c).mean() + 1)
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(3, 6))
+    g = rng.normal(size=x.shape)
+    k = actdsl.compile("centered", backend=backend)
+    c = x - x.mean(-1, keepdims=True)
+    np.testing.assert_allclose(k(x), c / ((c * c).mean(-1, keepdims=True) + 1), rtol=1e-12)
+    np.testing.assert_allclose(k.vjp(x, g), numeric_vjp(k, x, g), rtol=1e-6, atol=1e-8)
+    f = actdsl.compile("{(z - mean(z)) / (mean((z - mean(z))**2) + 1)}", backend=backend)
+    np.testing.assert_allclose(f.vjp(x, g), k.vjp(x, g), rtol=1e-12, atol=1e-14)
+
+
+def test_subclass_hyper_parameters_learnable_parameters_and_aliases(cleanup):
+    class ScaledLeak(actdsl.Activation):
+        aliases = ("sleak",)
+        params = {"r": 0.25}
+
+        def __init__(self, scale=2.0):
+            self.scale = scale
+
+        def __call__(self, z):
+            return self.scale * actdsl.sym.where(z > 0, z, self.r * z)
+
+    x = np.array([[-2.0, 3.0], [1.0, -1.0]])
+    k = actdsl.compile("sleak(scale=3)")
+    assert [p.name for p in k.params] == ["r"]
+    p = k.init_params(2)
+    np.testing.assert_allclose(p["r"], [0.25, 0.25])
+    np.testing.assert_allclose(k(x, **p), 3 * np.where(x > 0, x, 0.25 * x))
+    dx, dp = k.vjp(x, np.ones_like(x), with_params=True, **p)
+    np.testing.assert_allclose(dp["r"], 3 * np.where(x > 0, 0, x).sum(0))
+    with pytest.raises(actdsl.ParameterError, match="scale"):
+        actdsl.compile("scaledleak(scal=3)")
+
+
+def test_register_rules(cleanup):
+    z, a, r = sp.symbols("z alpha r")
+    actdsl.register("myelu", sp.Piecewise((a * (sp.exp(z) - 1), z <= 0), (z, True)),
+                    "elu again", defaults={"alpha": 1.0})
+    x = np.linspace(-3, 3, 13)
+    np.testing.assert_allclose(actdsl.compile("myelu(alpha=0.5)")(x), actdsl.compile("elu(alpha=0.5)")(x))
+    with pytest.raises(actdsl.ActdslError, match="already registered"):
+        actdsl.register("myelu", z, "again")
+    actdsl.register("myelu", 2 * z, "replaced", replace=True)
+    np.testing.assert_allclose(actdsl.compile("myelu")(x), 2 * x)
+    with pytest.raises(actdsl.ActdslError, match="not a valid activation key"):
+        actdsl.register("my elu", z)
+    with pytest.raises(actdsl.ActdslError, match="not a valid activation key"):
+        actdsl.register("1up", z)
+    with pytest.raises(actdsl.ParameterError, match="neither"):
+        actdsl.register("leaky2", sp.Max(z, r * z))
+    actdsl.register("leaky2", sp.Max(z, r * z), learnable={"r": 0.1})
+    assert actdsl.compile("leaky2").init_params(3)["r"].tolist() == [0.1] * 3
+    with pytest.raises(actdsl.ActdslError, match="built in"):
+        actdsl.unregister("relu")
+
+
+def test_supplied_derivatives_are_checked(cleanup):
+    class GoodSoftsign(actdsl.Activation):
+        def __call__(self, z):
+            return z / (1 + abs(z))
+
+        def derivative(self, z):
+            return 1 / (1 + abs(z)) ** 2
+
+    class BadSoftsign(actdsl.Activation):
+        def __call__(self, z):
+            return z / (1 + abs(z))
+
+        def derivative(self, z):
+            return 1 / (1 + abs(z))  # wrong: not squared
+
+    assert actdsl.check_derivative("goodsoftsign").equal
+    report = actdsl.check_derivative("badsoftsign")
+    assert not report.equal and report.first_difference is not None
+    t = report.first_difference
+    assert abs(report.expected - 1 / (1 + abs(t)) ** 2) < 1e-12
+    assert abs(report.supplied - 1 / (1 + abs(t))) < 1e-12
+    assert "differs" in str(report) and repr(t) in str(report)
+
+
+# -- safety: nothing a user types is ever executed --------------------------------------------
+def _corpus(sentinel):
+    s = str(sentinel)
+    return [
+        f"{{__import__('os').system('touch {s}')}}",
+        f"__import__('os').system('touch {s}')",
+        "{__import__(z)}",
+        "{z.__class__}",
+        "{z.real}",
+        "{lambda: 1}",
+        "{(lambda z: z)(1)}",
+        f"relu'); open('{s}', 'w'); ('",
+        f"{{open('{s}', 'w')}}",
+        "{exec}",
+        "{eval(z)}",
+        "{globals()}",
+        "{z if z else z}",
+        "{[z for z in z]}",
+        "{z; z}",
+        "{`z`}",
+        "{\"z\"}",
+        "relu" + "+relu" * 5000,
+        "{" + "(" * 10000 + "z" + ")" * 10000 + "}",
+        "{" + "-" * 10000 + "z}",
+        "relu(" + "a=1," * 3000 + ")",
+        "\x00relu",
+        "relu\u202e",
+    ]
+
+
+def test_code_in_specs_is_never_run(tmp_path):
+    sentinel = tmp_path / "SENTINEL"
+    for spec in _corpus(sentinel):
+        t = time.perf_counter()
+        with pytest.raises(actdsl.ActdslError) as info:
+            actdsl.compile(spec)
+        assert time.perf_counter() - t < 2.0, spec[:60]
+        assert isinstance(info.value, (actdsl.SpecSyntaxError, actdsl.UnknownActivationError,
+                                       actdsl.ParameterError)), (spec[:60], info.value)
+        assert not sentinel.exists(), spec[:60]
+    assert not os.path.exists(sentinel)
+
+
+def test_dunder_and_attribute_access_are_syntax_errors():
+    for spec in ["{__import__(z)}", "{z.__class__}", "{__builtins__}", "{z.real}"]:
+        with pytest.raises(actdsl.SpecSyntaxError):
+            actdsl.parse(spec)
+
+
+def test_unknown_formula_function_suggests_names():
+    with pytest.raises(actdsl.UnknownActivationError, match="did you mean 'tanh'"):
+        actdsl.compile("{tahn(z)}")
+    with pytest.raises(actdsl.ParameterError, match="learnable"):
+        actdsl.compile("{prelu(z)}")
+    np.testing.assert_allclose(actdsl.compile("{prelu(z, r=0.5)}")(np.array([-2.0, 2.0])), [-1.0, 2.0])
