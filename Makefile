@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test clean
+.PHONY: demo test bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q
+
+# The benchmark and its peers (PyTorch CPU, JAX, numexpr); writes benchmarks/results/*.json
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]' torch==2.13.0
+	$(BIN)/python benchmarks/bench.py
+	$(BIN)/python benchmarks/bench.py --dtype float64 --no-compile
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

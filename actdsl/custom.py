@@ -72,7 +72,7 @@ def _register_class(cls, replace: bool):
                    for name, init in cls.params.items())
 
     def instance(h, p):
-        obj = cls(**{k: _number(v) for k, v in h.items()})
+        obj = cls(**h)  # exact SymPy numbers: arithmetic with z stays exact
         for name, symbol in p.items():
             setattr(obj, name, Sym(symbol))
         return obj
@@ -88,11 +88,6 @@ def _register_class(cls, replace: bool):
     REGISTRY.add(Definition(cls.__name__.lower(), doc, build, aliases=tuple(cls.aliases),
                             hyper=hyper, params=params, builtin=False, extra=extra),
                  replace=replace)
-
-
-def _number(v):
-    """Exact spec numbers reach user code as SymPy numbers (exact arithmetic with z)."""
-    return v
 
 
 def register(name: str, expr, description: str = "", *, defaults: dict | None = None,
@@ -159,7 +154,6 @@ def check_derivative(key: str, points: int = 200, seed: int = 0) -> DerivativeRe
     every piece (kinks avoided) finds the first point where they differ."""
     from .derive import to_piecewise
     from .ir import z
-    from .lower import _arguments  # noqa: F401  (keeps lowering's argument rules in one place)
 
     d = REGISTRY.lookup(key)
     if "derivative" not in d.extra:

@@ -79,21 +79,20 @@ class Sym:
     def sqrt(self): return sqrt(self)
     def clip(self, lo, hi): return clip(self, lo, hi)
 
-    # row reductions
-    def sum(self, axis=-1): return Sym(RowSum(self.expr)) if _row_axis(axis) else None
-    def mean(self, axis=-1): return Sym(row_mean(self.expr)) if _row_axis(axis) else None
-    def max(self, axis=-1): return Sym(RowMax(self.expr)) if _row_axis(axis) else None
-    def min(self, axis=-1): return Sym(-RowMax(-self.expr)) if _row_axis(axis) else None
-    def std(self, axis=-1): return Sym(row_std(self.expr)) if _row_axis(axis) else None
-    def var(self, axis=-1):
-        return Sym(RowSum((self.expr - row_mean(self.expr)) ** 2) / n) if _row_axis(axis) else None
+    # row reductions (over the row axis, chosen when the kernel is called)
+    def sum(self, axis=-1): return _row(axis, RowSum(self.expr))
+    def mean(self, axis=-1): return _row(axis, row_mean(self.expr))
+    def max(self, axis=-1): return _row(axis, RowMax(self.expr))
+    def min(self, axis=-1): return _row(axis, -RowMax(-self.expr))
+    def std(self, axis=-1): return _row(axis, row_std(self.expr))
+    def var(self, axis=-1): return _row(axis, RowSum((self.expr - row_mean(self.expr)) ** 2) / n)
 
 
-def _row_axis(axis) -> bool:
+def _row(axis, reduced) -> Sym:
     if axis not in (-1, None):
         raise ActdslError("custom activations reduce over the row (axis=-1); the row axis is "
                           "chosen when the kernel is called")
-    return True
+    return Sym(reduced)
 
 
 def _unary(f):

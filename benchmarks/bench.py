@@ -5,7 +5,8 @@ every peer that is installed, all measured in one run; plus compile and load tim
     python benchmarks/bench.py --dtype float64 --size 2048 --specs relu tanh+norm:z
     python benchmarks/bench.py --compile-only       # cold compile / warm load per spec
 
-Times are medians of ``--repeat`` runs after one warm-up. actdsl writes into a preallocated
+Times are medians of ``--repeat`` rounds after one warm-up; in each round every implementation
+(and memcpy) runs once, in turn, so that a shared machine's drifting load falls on all alike. actdsl writes into a preallocated
 ``out=`` (its API offers it; peers allocate their results, which costs page faults here). GB/s counts the bytes an ideal
 kernel moves (forward: read x, write y; VJP: read x and dy, write dx). "x copy" divides by
 the time np.copyto takes to move the same number of bytes (measured in this run).
@@ -44,6 +45,20 @@ def median_ms(fn, repeat: int) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times) * 1e3
+
+
+def interleaved_ms(fns: dict, repeat: int) -> dict:
+    """Median ms of each callable, timed in rounds (each once per round, in turn): on a shared,
+    drifting machine this keeps the ratios between them honest."""
+    for f in fns.values():
+        f()
+    times = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, f in fns.items():
+            t = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
 
 
 def load_peers(specs):
@@ -102,17 +117,27 @@ def run_speed(args) -> list[dict]:
         for name, t in table.items():
             if spec in t:
                 impls[name] = t[spec]
-        results = {}
+        calls = {}
         for name, (f, b) in impls.items():
             xa, ga, pa = convert_array(name, x), convert_array(name, g), convert_params(name, p, dtype)
-            try:
-                fwd = median_ms(lambda: f(xa, pa), args.repeat)
-                bwd = median_ms(lambda: b(xa, ga, pa), args.repeat)
-            except Exception as e:  # a peer that cannot run this spec on this machine
+            try:  # a peer that cannot run this spec on this machine is left out
+                f(xa, pa)
+                b(xa, ga, pa)
+            except Exception as e:
                 print(f"{spec:<16} {name:<10} failed: {type(e).__name__}: {e}"[:120])
                 continue
+            calls[(name, "f")] = lambda f=f, xa=xa, pa=pa: f(xa, pa)
+            calls[(name, "b")] = lambda b=b, xa=xa, ga=ga, pa=pa: b(xa, ga, pa)
+        calls[("memcpy", "f")] = lambda: np.copyto(out, x)
+        timed = interleaved_ms(calls, args.repeat)
+        copy_ms = timed[("memcpy", "f")]  # this spec's rounds: the same load as its contenders
+        results = {}
+        for name in impls:
+            if (name, "f") not in timed:
+                continue
+            fwd, bwd = timed[(name, "f")], timed[(name, "b")]
             results[name] = (fwd, bwd)
-            row = dict(spec=spec, impl=name, dtype=str(dtype), size=args.size,
+            row = dict(spec=spec, impl=name, dtype=str(dtype), size=args.size, memcpy_ms=copy_ms,
                        forward_ms=fwd, forward_gbs=2 * nbytes / fwd / 1e6,
                        forward_x_copy=fwd / copy_ms, vjp_ms=bwd,
                        vjp_gbs=3 * nbytes / bwd / 1e6, vjp_x_copy=bwd / (1.5 * copy_ms))
@@ -135,7 +160,7 @@ import sys, time, json
 import numpy as np, actdsl
 x = np.linspace(-3, 3, 64, dtype=np.float32).reshape(8, 8)
 t0 = time.perf_counter()
-actdsl.compile("relu", backend="numba")(x)           # one-time process set-up, not per spec
+actdsl.compile("softsign", backend="numba")(x)       # one-time process set-up, not per spec
 t1 = time.perf_counter()
 res = {"setup_s": t1 - t0}
 for spec in sys.argv[1:]:

@@ -108,3 +108,23 @@ def test_kernel_source_names_the_vmath_it_was_built_against():
 
     source = actdsl.compile("tanh", backend="numba").source
     assert vmath.MODULES in source
+
+
+def test_generated_source_is_the_same_in_every_process(tmp_path):
+    """The cache is keyed on the generated source: it must not depend on the process's hash
+    seed (set iteration order), or every new process would compile again."""
+    script = textwrap.dedent("""
+        import hashlib, actdsl
+        from actdsl.registry import REGISTRY
+        specs = sorted(d.key for d in REGISTRY.definitions()) + ["tanh+norm:z", "maxout:4+softmax"]
+        text = "".join(actdsl.compile(s, backend=b).source for s in specs for b in ("numpy", "numba"))
+        print(hashlib.sha256(text.encode()).hexdigest())
+    """)
+    digests = set()
+    for seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "ACTDSL_CACHE_DIR": str(tmp_path)}
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                             env=env, timeout=600)
+        assert out.returncode == 0, out.stderr
+        digests.add(out.stdout.strip().splitlines()[-1])
+    assert len(digests) == 1

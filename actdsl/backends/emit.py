@@ -34,7 +34,8 @@ class Emitter:
         """Common subexpressions of ``exprs`` as assignments, then each expression's text."""
         fresh = (sp.Symbol(f"_{prefix}{next(self._counter)}", real=True) for _ in itertools.count())
         # the row length stays out of shared parts, so r/n is printed as an (exact) division
-        lets, reduced = sp.cse(exprs, symbols=fresh, order="none", ignore=self.keep_inline)
+        # canonical order: the same source in every process (the cache is keyed on the source)
+        lets, reduced = sp.cse(exprs, symbols=fresh, order="canonical", ignore=self.keep_inline)
         lines = []
         for sym, value in lets:
             self.names[sym] = sym.name
@@ -147,10 +148,10 @@ class Emitter:
 
     def _operands(self, cond) -> list[sp.Expr]:
         """The non-constant expressions a condition compares, through hoisted conditions too."""
-        found = []
-        for rel in cond.atoms(sp.core.relational.Relational):
+        found = []  # sorted: sets iterate in a per-process (hash-seeded) order
+        for rel in sorted(cond.atoms(sp.core.relational.Relational), key=sp.default_sort_key):
             found += [s for s in (rel.lhs, rel.rhs) if not s.is_Number]
-        for sym in cond.free_symbols:
+        for sym in sorted(cond.free_symbols, key=sp.default_sort_key):
             found += self._compared.get(sym, [])
         return list(dict.fromkeys(found))
 

@@ -245,10 +245,27 @@ def _row_prologue(src: Source, em: NumbaEmitter, at: int):
     src.lines[at:at] = ["    " + line for line in em.prologue()]
 
 
+def needed_reductions(plan: Plan, exprs) -> set:
+    """The reductions ``exprs`` use, with everything those are computed from."""
+    by_symbol = {r.symbol: r for r in plan.reductions}
+    todo = set().union(*[e.free_symbols for e in exprs]) & set(by_symbol)
+    needed = set()
+    while todo:
+        s = todo.pop()
+        if s not in needed:
+            needed.add(s)
+            todo |= by_symbol[s].body.free_symbols & set(by_symbol)
+    return needed
+
+
 def _reduction_passes(src: Source, em: NumbaEmitter, plan: Plan, params: list[str],
-                      store: "Storage"):
-    """One loop per depth; sums accumulate in float64, maxima keep NaN (and argmax if needed)."""
-    for p, group in enumerate(plan.depths):
+                      store: "Storage", only: set | None = None):
+    """One loop per depth; sums accumulate in float64, maxima keep NaN (and argmax if needed).
+    ``only``: the reductions to compute (a VJP may need none of the forward's)."""
+    depths = [[r for r in g if only is None or r.symbol in only] for g in plan.depths]
+    for p, group in enumerate(depths):
+        if not group:
+            continue
         for r in group:
             k = r.symbol.name
             if r.kind is RowSum:
@@ -320,8 +337,16 @@ def _vjp_final(plan: Plan):
     return exprs, keys
 
 
+def _vjp_needed(plan: Plan) -> set:
+    grad = plan.grad_reductions()
+    at_argmax = [r.symbol for r in grad if r.kind is RowMax]  # their argmax routes gradients
+    return needed_reductions(plan, [e for _, e in _vjp_sums(plan)] + _vjp_final(plan)[0]
+                             + list(plan.dbody_dr.values()) + at_argmax)
+
+
 def vjp_storage(plan: Plan) -> Storage:
-    return Storage([[r.body for r in g] for g in plan.depths]
+    needed = _vjp_needed(plan)
+    return Storage([[r.body for r in g if r.symbol in needed] for g in plan.depths]
                    + [[e for _, e in _vjp_sums(plan)], _vjp_final(plan)[0]])
 
 
@@ -381,7 +406,7 @@ def _rows_vjp(src: Source, plan: Plan, params: list[str]):
     src("for i in range(X.shape[0]):")
     src.indent()
     src("x = X[i]", "gy = GY[i]", "dx = DX[i]")
-    _reduction_passes(src, em, plan, params, store)
+    _reduction_passes(src, em, plan, params, store, only=_vjp_needed(plan))
     grad = plan.grad_reductions()
     kind = {r.symbol: r.kind for r in grad}
     # adjoint sums over the row (RowMax terms are taken at the argmax instead)
