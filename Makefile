@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/actdsl demo
+	$(BIN)/actdsl demo --backend numba
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q

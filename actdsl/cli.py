@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="actdsl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="compile a few specs and check their gradients")
-    p.add_argument("--backend", default="numpy")
+    p.add_argument("--backend", default="numpy", choices=["numpy", "numba"])
     p.set_defaults(run=_demo)
     p = sub.add_parser("show", help="canonical form, formula, derivative and parameters of SPEC")
     p.add_argument("spec")
