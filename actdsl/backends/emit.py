@@ -170,3 +170,23 @@ class Emitter:
 
     def select(self, branches: list[tuple[str, str]], default: str, nan_operands: list[str]) -> str:
         raise NotImplementedError
+
+
+class Source:
+    """Generated source, built line by line at the current indentation."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+        self.depth = 0
+
+    def __call__(self, *lines: str):
+        self.lines += ["    " * self.depth + line if line else "" for line in lines]
+
+    def indent(self):
+        self.depth += 1
+
+    def dedent(self):
+        self.depth -= 1
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .emit import Emitter
+from .emit import Emitter, Source
 from ..derive import Plan
 from ..ir import RowMax, RowShift, RowSum, n, z
 
@@ -84,24 +84,6 @@ class NumbaEmitter(Emitter):
         for op in nan_operands:
             text = f"({op} if {op} != {op} else {text})"
         return text
-
-
-class Source:
-    def __init__(self):
-        self.lines: list[str] = []
-        self.depth = 0
-
-    def __call__(self, *lines: str):
-        self.lines += ["    " * self.depth + line if line else "" for line in lines]
-
-    def indent(self):
-        self.depth += 1
-
-    def dedent(self):
-        self.depth -= 1
-
-    def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
 
 
 HEADER = '''\
