@@ -22,7 +22,7 @@ test: $(STAMP)
 # The benchmark and its peers (PyTorch CPU, JAX, numexpr); writes benchmarks/results/*.json
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]' torch==2.13.0
-	$(BIN)/python benchmarks/bench.py
+	$(BIN)/python benchmarks/bench.py --peak-gib 2
 	$(BIN)/python benchmarks/bench.py --dtype float64 --no-compile
 
 clean:

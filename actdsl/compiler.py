@@ -180,11 +180,16 @@ class Kernel:
             dx = out if out is not None else np.empty(a.shape, self._out_dtype(a))
             grads = {p.name: np.zeros(given[p.name], self._out_dtype(a)) for p in self.params}
         else:
-            dz, dps = self._runner.vjp(xt, g, args)
-            dx = self._finish(dz, xt, axis, a)
-            if out is not None:
-                np.copyto(out, dx)
+            direct = (out is not None and out.dtype == xt.dtype and out.flags.c_contiguous
+                      and (axis is None or axis == a.ndim - 1))
+            dz, dps = self._runner.vjp(xt, g, args, out=out.reshape(xt.shape) if direct else None)
+            if direct:
                 dx = out
+            else:
+                dx = self._finish(dz, xt, axis, a)
+                if out is not None:
+                    np.copyto(out, dx)
+                    dx = out
             grads, i = {}, 0
             for p in self.params:
                 cols = dps[i:i + len(p.symbols)]

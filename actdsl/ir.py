@@ -25,6 +25,13 @@ class RowReduction(sp.Function):
     nargs = 1
     is_real = True
     has_gradient = True
+    #: never a plain number, even of a constant (RowSum(c) = n c depends on the row), so SymPy
+    #: does not try to evaluate it numerically when it simplifies conditions
+    is_number = False
+    is_comparable = False
+
+    def _eval_evalf(self, prec):
+        return None
 
     def fdiff(self, argindex=1):  # pragma: no cover - derive.py replaces atoms before diff
         raise TypeError("row reductions are differentiated by actdsl.derive, not by SymPy")

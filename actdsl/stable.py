@@ -25,6 +25,8 @@ class Primitive(sp.Function):
         raise NotImplementedError
 
     def _eval_evalf(self, prec):
+        if not all(a.is_number for a in self.args):
+            return None  # symbolic (e.g. holds a row reduction): SymPy keeps it as it is
         return self.elementary().evalf(prec_to_dps(prec))
 
     def _eval_rewrite_as_exp(self, *args, **kwargs):

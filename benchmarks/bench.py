@@ -194,6 +194,37 @@ def run_compile(args) -> dict:
     return runs
 
 
+def run_peak(args) -> dict:
+    """Peak memory NumPy allocates during calls on a 2 GiB float32 array (numba backend), in
+    multiples of the array: with out= nothing full-size should appear; without, just the result."""
+    import tracemalloc
+
+    rows = args.peak_gib * 2 ** 30 // (4 * 4096)
+    x = np.empty((rows, 4096), np.float32)
+    for i in range(0, rows, 4096):  # cheap, varied values without a full-size temporary
+        x[i:i + 4096] = np.sin(np.arange(4096 * min(4096, rows - i), dtype=np.float32)).reshape(-1, 4096) * 3
+    g = x  # a contiguous dy (a strided one is first copied to contiguous rows)
+    out = np.empty_like(x)
+    print(f"\n# peak memory allocated during one call on {x.nbytes / 2**30:.0f} GiB float32, "
+          f"in multiples of the array (numba backend)")
+    print(f"{'spec':<16} {'fwd out=':>9} {'fwd new':>8} {'vjp out=':>9} {'vjp new':>8}")
+    res = {}
+    for spec in ("tanh", "softmax", "prelu", "tanh+norm:z"):
+        k = actdsl.compile(spec, backend="numba")
+        p = {n: v.astype(np.float32) for n, v in k.init_params(4096).items()}
+        peaks = []
+        for call in (lambda: k(x, out=out, **p), lambda: k(x, **p),
+                     lambda: k.vjp(x, g, out=out, **p), lambda: k.vjp(x, g, **p)):
+            call()  # compiled, warm
+            tracemalloc.start()
+            call()
+            peaks.append(tracemalloc.get_traced_memory()[1] / x.nbytes)
+            tracemalloc.stop()
+        res[spec] = peaks
+        print(f"{spec:<16} " + " ".join(f"{v:9.3f}" for v in peaks))
+    return res
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=4096)
@@ -202,6 +233,8 @@ def main(argv=None):
     ap.add_argument("--specs", nargs="+", default=SPECS)
     ap.add_argument("--compile-only", action="store_true")
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--peak-gib", type=int, default=0, help="also measure peak memory on an array "
+                    "of this many GiB (make bench uses 2)")
     ap.add_argument("--json", default=None, help="where to write results (default benchmarks/results/)")
     args = ap.parse_args(argv)
     result = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
@@ -210,6 +243,8 @@ def main(argv=None):
         result["speed"] = run_speed(args)
     if not args.no_compile:
         result["compile"] = run_compile(args)
+    if args.peak_gib:
+        result["peak"] = run_peak(args)
     path = Path(args.json or Path(__file__).parent / "results" / f"bench-{args.dtype}-{args.size}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1))

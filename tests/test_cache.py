@@ -52,15 +52,18 @@ def test_second_process_reuses_machine_code(tmp_path):
     assert second["load"] < first["load"] / 2, (first, second)
 
 
-def test_concurrent_compiles_share_one_cache(tmp_path):
+@pytest.mark.parametrize("specs", [[SPEC] * 4, [SPEC, "softsign+softmax", SPEC, "elu+norm:std"]],
+                         ids=["same spec", "different specs"])
+def test_concurrent_compiles_share_one_cache(tmp_path, specs):
     cache = tmp_path / "cache"
     env = {**os.environ, "ACTDSL_CACHE_DIR": str(cache)}
-    procs = [subprocess.Popen([sys.executable, "-c", SCRIPT, SPEC], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(4)]
+    procs = [subprocess.Popen([sys.executable, "-c", SCRIPT, spec], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for spec in specs]
     for p in procs:
         out, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
-        assert json.loads(out.strip().splitlines()[-1])["err"] < 1e-6
+        # float32 results of size ~3 against the reference: a few float32 ULP
+        assert json.loads(out.strip().splitlines()[-1])["err"] < 1e-5
     assert len(kernel_files(cache)) == 1
     assert not list(cache.glob(".*.tmp")), "temporary files left behind"
 

@@ -526,8 +526,8 @@ class Runner:
                      parallel.chunks(X.shape[0], X.shape[1]))
         return y
 
-    def vjp(self, xt, g, args):
-        dz = np.empty(xt.shape, xt.dtype)
+    def vjp(self, xt, g, args, out=None):
+        dz = self._out(xt, out)
         if self.flat:
             return self._flat_call(self.module.vjp_flat, [xt, g], dz), []
         X, G = self._rows(xt), self._rows(g)

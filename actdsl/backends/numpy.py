@@ -189,11 +189,15 @@ class Runner:
     def derivative(self, xt, args):
         return _full(self.ns["derivative"](xt, *args), xt)
 
-    def vjp(self, xt, g, args):
+    def vjp(self, xt, g, args, out=None):
         dz, dps = self.ns["vjp"](xt, g, *args)
         units = xt.shape[-1] if xt.ndim else 1
         sums = [np.sum(np.broadcast_to(d, xt.shape).reshape(-1, units), axis=0) for d in dps]
-        return _full(dz, xt), sums
+        dz = _full(dz, xt)
+        if out is not None:
+            np.copyto(out, dz)
+            dz = out
+        return dz, sums
 
 
 def build(plan: Plan, key: str) -> tuple[str, Runner]:
