@@ -33,8 +33,9 @@ class RowReduction(sp.Function):
     def _eval_evalf(self, prec):
         return None
 
-    def fdiff(self, argindex=1):  # pragma: no cover - derive.py replaces atoms before diff
-        raise TypeError("row reductions are differentiated by actdsl.derive, not by SymPy")
+    # No fdiff: derive.py replaces atoms by symbols before differentiating. SymPy itself may
+    # differentiate one while simplifying conditions; its default (an unevaluated Derivative)
+    # is the honest answer there.
 
 
 class RowSum(RowReduction):

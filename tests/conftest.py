@@ -1,7 +1,16 @@
+import os
+
 import numpy as np
 import pytest
+from hypothesis import settings
 
 import actdsl
+
+# CI runs a fixed set of examples (a landing never hinges on a new random draw); local runs keep
+# exploring, and benchmarks/fuzz.py runs longer. Bugs found either way become regression tests.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture

@@ -215,3 +215,15 @@ def test_fuzzer_finding_rowwise_inside_comparisons():
     ls = u - u.max(-1, keepdims=True) - np.log(np.exp(u - u.max(-1, keepdims=True)).sum(-1, keepdims=True))
     np.testing.assert_allclose(a, np.where(np.abs(ls) > 0.5, ls, 0.0), rtol=1e-12)
     np.testing.assert_allclose(b, a, rtol=1e-12)
+
+
+def test_hypothesis_finding_rowwise_under_gelu_tails():
+    """Found by the property test: gelu's tails (u < -40) on a row-wise input made SymPy
+    differentiate a row reduction while simplifying conditions."""
+    x = np.random.default_rng(2).normal(size=(3, 5)) * 2
+    for backend in ("numpy", "numba"):
+        k = actdsl.compile("norm:max+gelu+norm:max", backend=backend)
+        u = x / (np.abs(x).max(-1, keepdims=True) + 1e-8)
+        from math import erfc, sqrt
+        v = u * np.vectorize(lambda t: erfc(-t / sqrt(2)) / 2)(u)
+        np.testing.assert_allclose(k(x), v / (np.abs(v).max(-1, keepdims=True) + 1e-8), rtol=1e-12)
