@@ -239,3 +239,18 @@ def test_unknown_formula_function_suggests_names():
     with pytest.raises(actdsl.ParameterError, match="learnable"):
         actdsl.compile("{prelu(z)}")
     np.testing.assert_allclose(actdsl.compile("{prelu(z, r=0.5)}")(np.array([-2.0, 2.0])), [-1.0, 2.0])
+
+
+def test_unsupported_functions_and_stray_symbols_are_clear_errors(cleanup):
+    z = sp.Symbol("z")
+    actdsl.register("gammaact", sp.gamma(z), "not printable by the backends")
+    for backend in BACKENDS:
+        with pytest.raises(actdsl.ActdslError, match="no implementation of gamma"):
+            actdsl.compile("gammaact", backend=backend)
+
+    class Stray(actdsl.Activation):
+        def __call__(self, z):
+            return z * actdsl.sym.Sym(sp.Symbol("os.system('x')"))
+
+    with pytest.raises(actdsl.ActdslError, match="neither z nor a declared parameter"):
+        actdsl.compile("stray")

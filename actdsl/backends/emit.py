@@ -12,6 +12,7 @@ import itertools
 import sympy as sp
 from sympy.logic.boolalg import ITE, BooleanFalse, BooleanTrue
 
+from ..errors import ActdslError
 from ..stable import Primitive
 
 
@@ -49,8 +50,9 @@ class Emitter:
         if isinstance(e, sp.Symbol):
             try:
                 return self.names[e]
-            except KeyError:
-                raise AssertionError(f"generated code refers to an unbound symbol {e}") from None
+            except KeyError:  # only compiler-made names are printed, never a user's symbol
+                raise ActdslError(f"the activation uses a symbol {str(e)[:40]!r} that is neither z "
+                                  "nor a declared parameter") from None
         if e.is_Number or isinstance(e, sp.NumberSymbol):
             return self.number(e)
         if isinstance(e, (BooleanTrue, BooleanFalse)):
@@ -69,7 +71,8 @@ class Emitter:
         for cls, name in self.functions.items():
             if isinstance(e, cls):
                 return f"{name}({', '.join(self(a) for a in e.args)})"
-        raise NotImplementedError(f"{self.target} backend cannot print {type(e).__name__}: {e}")
+        raise ActdslError(f"the {self.target} backend has no implementation of "
+                          f"{type(e).__name__} (used by this activation)")
 
     def number(self, e) -> str:
         if e is sp.nan:
