@@ -250,10 +250,7 @@ class Kernel:
                     f"{self.text!r} needs parameter {p.name!r} ({p.description or 'learnable'}), "
                     f"shape {(units, *p.shape)}; kernel.init_params({units}) gives the defaults")
             value = params[p.name]
-            try:
-                arr = as_float_array(value, f"parameter {p.name!r}").astype(dtype, copy=False)
-            except ArrayTypeError:
-                raise
+            arr = as_float_array(value, f"parameter {p.name!r}").astype(dtype, copy=False)
             full_shape = (units, *p.shape)
             if arr.shape not in {(), full_shape, tuple(p.shape)} or arr.ndim > len(full_shape):
                 raise ParameterError(

@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import functools
 
-import sympy as sp
-
 from .backends.latex import to_latex
-from .derive import derivative, jacobian_entry, make_plan
+from .derive import derivative as elementwise_derivative, jacobian_entry, make_plan
 from .lower import lower
 from .registry import REGISTRY
 from .syntax import parse
@@ -21,15 +19,11 @@ def _lowered(text: str, generation: int):
 def latex(spec: str, derivative: bool = False) -> str:
     """g(z) in LaTeX, or with ``derivative=True`` g'(z) (elementwise specs) or the Jacobian entry
     ∂y_i/∂z_j (row-wise specs)."""
-    from . import library  # noqa: F401
+    from . import library  # noqa: F401  (fills the registry)
 
     ir, plan = _lowered(str(spec), REGISTRY.generation)
     if not derivative:
         return to_latex(ir.display)
     if plan.rowwise:
         return to_latex(jacobian_entry(plan), index="l")
-    return to_latex(_derivative(ir))
-
-
-def _derivative(ir) -> sp.Expr:
-    return derivative(ir)
+    return to_latex(elementwise_derivative(ir))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 
-from .ir import RowMax, RowShift, RowSum, n, row_mean, row_std
+from .ir import RowMax, RowShift, RowSum, row_mean, row_std
 from .registry import REGISTRY, Definition, Hyper, ParamDecl
 from .stable import expm1, ncdf, shifted, sigmoid, softplus, tanh
 

@@ -2,6 +2,7 @@
 and compose the terms left to right into one SymPy expression."""
 from __future__ import annotations
 
+import operator
 from fractions import Fraction
 
 import numpy as np
@@ -144,6 +145,8 @@ def _select(c, a, b):
     return sp.Piecewise((a, sp.Ne(c, 0)), (b, True))
 
 
+_ARITHMETIC = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
+               "**": operator.pow}
 _COMPARE = {">": sp.Gt, ">=": sp.Ge, "<": sp.Lt, "<=": sp.Le, "==": sp.Eq, "!=": sp.Ne}
 _ELEMENTARY = {"exp": sp.exp, "log": sp.log, "tanh": stable.tanh, "sqrt": sp.sqrt, "abs": sp.Abs,
                "erf": sp.erf, "sigmoid": stable.sigmoid, "softplus": stable.softplus,
@@ -175,8 +178,7 @@ def formula(node, u: sp.Expr, where: str = "", display: bool = False) -> sp.Expr
             a, b = go(e.left), go(e.right)
             if e.op in _COMPARE:
                 return _indicator(_COMPARE[e.op](a, b))
-            return {"+": a + b, "-": a - b, "*": a * b, "/": a / b}.get(e.op) if e.op != "**" \
-                else a ** b
+            return _ARITHMETIC[e.op](a, b)
         if isinstance(e, Call):
             return call(e)
         raise ActdslError(f"unexpected formula node {type(e).__name__}")  # pragma: no cover

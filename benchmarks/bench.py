@@ -182,7 +182,7 @@ def run_compile(args) -> dict:
             out = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT, *specs], env=env,
                                  capture_output=True, text=True, check=True)
             runs[label] = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"\n# compile (parse to machine code, forward float32) and load, seconds")
+    print("\n# compile (parse to machine code, forward float32) and load, seconds")
     print(f"one-time process set-up (first kernel): cold {runs['cold']['setup_s']:.2f}, "
           f"warm {runs['warm']['setup_s']:.2f}")
     print(f"{'spec':<16} {'cold':>6} {'warm':>6}")

@@ -5,9 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 
-import numpy as np
 import pytest
 
 SPEC = "softsign+tanh+norm:mean"  # a spec no other test compiles, so its cache starts cold

@@ -9,7 +9,7 @@ import sympy as sp
 
 import actdsl
 from actdsl.registry import REGISTRY
-from conftest import away_from_kinks, numeric_vjp
+from conftest import numeric_vjp
 
 BACKENDS = ["numpy", "numba"]
 
@@ -41,7 +41,7 @@ def test_theanets_thresholded_linear_verbatim(cleanup):
 SWISH, MISH, GELU = "silu", "mish", "gelu"
 
 
-def _three_ways(cleanup_names):
+def _three_ways():
     z = sp.Symbol("z")
 
     class Swish2(actdsl.Activation):
@@ -68,7 +68,7 @@ def _three_ways(cleanup_names):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_swish_mish_gelu_three_ways_match_the_builtins(backend, cleanup):
-    ways = _three_ways(cleanup)
+    ways = _three_ways()
     rng = np.random.default_rng(3)
     x = rng.normal(size=(4, 9)) * 3
     g = rng.normal(size=x.shape)

@@ -1,6 +1,5 @@
 """Bit casts between floats and integers of the same width, as Numba intrinsics (one LLVM
 ``bitcast``, which vectorizes)."""
-from llvmlite import ir  # noqa: F401  (the codegen works on llvmlite builders)
 from numba import types
 from numba.extending import intrinsic
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 
 import sympy as sp
-from sympy.logic.boolalg import ITE, BooleanFalse, BooleanTrue
+from sympy.logic.boolalg import BooleanFalse, BooleanTrue
 
 from ..errors import ActdslError
 from ..stable import Primitive

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sympy as sp
 from sympy.printing.latex import LatexPrinter
 
-from ..ir import RowMax, RowShift, RowSum, n, z
+from ..ir import RowSum, n, z
 
 
 class RowMean(sp.Function):

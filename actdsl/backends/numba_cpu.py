@@ -353,7 +353,7 @@ def _rows_forward(src: Source, plan: Plan, params: list[str]):
     _row_prologue(src, em, at)
     src.dedent()
     src("")
-    src(f"@njit(cache=True, nogil=True, error_model='numpy')",
+    src("@njit(cache=True, nogil=True, error_model='numpy')",
         f"def forward_rows(X, Y{''.join(f', P{p[1:]}' for p in params)}, T):")
     src("    for i in range(X.shape[0]):",
         f"        forward_row(X[i], {''.join(f'P{p[1:]}, ' for p in params)}Y[i], T)", "")
