@@ -53,6 +53,8 @@ def _backend_module(name: str):
         from .backends import numpy as mod
     elif name == "numba":
         from .backends import numba_cpu as mod
+    elif name == "cuda":
+        from .backends import numba_cuda as mod
     else:
         raise ActdslError(f"the {name!r} backend is not available in this version of actdsl")
     return mod
@@ -66,9 +68,15 @@ def as_float_array(x, what: str = "input") -> np.ndarray:
     """Array-likes become arrays; ints and bools compute in float64, float16 in float32."""
     try:
         a = np.asarray(x)
-    except Exception as e:  # ragged lists and the like
+    except Exception as e:  # ragged lists, CUDA tensors and the like
+        if _on_cuda(x):
+            raise ArrayTypeError(f"{what} is a CUDA device array: compile with backend='cuda' to "
+                                 "compute on the device, or copy it to the host first") from None
         raise ArrayTypeError(f"{what} is not an array of numbers: {e}") from None
     kind = a.dtype.kind
+    if kind == "O" and _on_cuda(x):
+        raise ArrayTypeError(f"{what} is a CUDA device array: compile with backend='cuda' to "
+                             "compute on the device, or copy it to the host first")
     if kind in "iub":
         return a.astype(np.float64)
     if a.dtype in _FLOATS:
@@ -79,6 +87,13 @@ def as_float_array(x, what: str = "input") -> np.ndarray:
     if kind == "f":
         raise ArrayTypeError(f"{what} has dtype {a.dtype}; actdsl computes in float32 or float64")
     raise ArrayTypeError(f"{what} has dtype {a.dtype}; expected an array of real numbers")
+
+
+def _on_cuda(x) -> bool:
+    try:
+        return hasattr(x, "__cuda_array_interface__")
+    except Exception:  # has it, but refuses it now (a CUDA tensor that requires grad)
+        return True
 
 
 class Kernel:
@@ -136,7 +151,10 @@ class Kernel:
         row-wise specs and specs with per-unit parameters, given as (n,) arrays)."""
         return self._runner.gufunc
 
-    def __call__(self, x, axis: int = -1, out=None, **params):
+    def __call__(self, x, axis: int = -1, out=None, stream=None, **params):
+        kw = self._stream_kw(x, stream)
+        if kw is None:
+            return self._device("forward", x, axis, out, stream, params)
         a, xt, axis, args = self._prepare(x, axis, params)
         out_dtype = self._out_dtype(a)
         if out is not None:
@@ -146,27 +164,34 @@ class Kernel:
         direct = (out is not None and out.dtype == xt.dtype and out.flags.c_contiguous
                   and (axis is None or axis == a.ndim - 1))
         if direct:
-            self._runner.forward(xt, args, out=out.reshape(xt.shape))
+            self._runner.forward(xt, args, out=out.reshape(xt.shape), **kw)
             return out
-        y = self._finish(self._runner.forward(xt, args), xt, axis, a)
+        y = self._finish(self._runner.forward(xt, args, **kw), xt, axis, a)
         if out is not None:
             np.copyto(out, y)
             return out
         return y
 
-    def derivative(self, x, axis: int = -1, **params):
+    def derivative(self, x, axis: int = -1, stream=None, **params):
         """g'(x), elementwise specs only (a row-wise spec has a Jacobian: use ``vjp``)."""
         if self.rowwise:
             raise ActdslError(f"{self.text!r} is row-wise: each output depends on the whole row, "
                               "so there is no elementwise derivative; use vjp(x, dy)")
+        kw = self._stream_kw(x, stream)
+        if kw is None:
+            return self._device("derivative", x, axis, None, stream, params)
         a, xt, axis, args = self._prepare(x, axis, params)
         if xt.size == 0:
             return np.empty(a.shape, self._out_dtype(a))
-        return self._finish(self._runner.derivative(xt, args), xt, axis, a)
+        return self._finish(self._runner.derivative(xt, args, **kw), xt, axis, a)
 
-    def vjp(self, x, dy, axis: int = -1, with_params: bool = False, out=None, **params):
+    def vjp(self, x, dy, axis: int = -1, with_params: bool = False, out=None, stream=None,
+            **params):
         """dL/dx given dL/dy (and, ``with_params``, dL/dθ for every learnable parameter).
         ``out`` receives dL/dx (same shape and dtype as x's result)."""
+        kw = self._stream_kw(x, stream)
+        if kw is None:
+            return self._device("vjp", x, axis, out, stream, params, dy=dy, with_params=with_params)
         given = {k: np.shape(v) for k, v in params.items()}
         a, xt, axis, args = self._prepare(x, axis, params)
         if out is not None:
@@ -182,7 +207,8 @@ class Kernel:
         else:
             direct = (out is not None and out.dtype == xt.dtype and out.flags.c_contiguous
                       and (axis is None or axis == a.ndim - 1))
-            dz, dps = self._runner.vjp(xt, g, args, out=out.reshape(xt.shape) if direct else None)
+            dz, dps = self._runner.vjp(xt, g, args, out=out.reshape(xt.shape) if direct else None,
+                                       **kw)
             if direct:
                 dx = out
             else:
@@ -190,13 +216,91 @@ class Kernel:
                 if out is not None:
                     np.copyto(out, dx)
                     dx = out
-            grads, i = {}, 0
-            for p in self.params:
-                cols = dps[i:i + len(p.symbols)]
-                i += len(p.symbols)
-                full = cols[0] if not p.shape else np.stack(cols, axis=-1)
-                grads[p.name] = _sum_to(full, given[p.name]).astype(self._out_dtype(a))
+            grads = self._param_grads(dps, given, self._out_dtype(a))
         return (dx, grads) if with_params else dx
+
+    def _param_grads(self, columns, given: dict, dtype) -> dict:
+        grads, i = {}, 0
+        for p in self.params:
+            cols = columns[i:i + len(p.symbols)]
+            i += len(p.symbols)
+            full = cols[0] if not p.shape else np.stack(cols, axis=-1)
+            grads[p.name] = _sum_to(full, given[p.name]).astype(dtype)
+        return grads
+
+    # -- CUDA device arrays ------------------------------------------------------------------------
+    def _stream_kw(self, x, stream):
+        """{} or {"stream": s} for the host path; None when x lives on a CUDA device."""
+        if self.backend != "cuda":
+            if stream is not None:
+                raise ParameterError(f"stream= is for backend='cuda', not {self.backend!r}")
+            return {}
+        from .backends.numba_cuda import is_device_array
+        if is_device_array(x):
+            return None
+        return {"stream": stream} if stream is not None else {}
+
+    def _device_columns(self, columns, units: int, stream) -> list:
+        """Parameter columns on the device, reused while the values stay the same: a copy from
+        pageable host memory would stall the stream on every call."""
+        from .backends.numba_cuda import _cuda
+        host = [np.ascontiguousarray(np.broadcast_to(c, (units,))) for c in columns]
+        key = tuple((c.dtype.str, c.tobytes()) for c in host)
+        cache = self.__dict__.setdefault("_columns_on_device", OrderedDict())
+        with _cache_lock:
+            if key in cache:
+                cache.move_to_end(key)
+                return cache[key]
+        cols = [_cuda().to_device(c, stream=stream) for c in host]
+        with _cache_lock:
+            cache[key] = cols
+            while len(cache) > 8:
+                cache.popitem(last=False)
+        return cols
+
+    def _device(self, op, x, axis, out, stream, params, dy=None, with_params=False):
+        """forward / derivative / vjp on device arrays: no copies of x, dy or the result."""
+        from .backends import numba_cuda as nc
+        cuda = nc._cuda()
+        X = nc.device_view(x)
+        dtype = np.dtype(X.dtype)
+        stream = nc.as_stream(stream)
+        shape = tuple(X.shape)
+        nc.check_axis(self.text, len(shape), axis, self.rowwise or bool(self.params))
+        units = shape[-1] if shape else 1
+        # parameters are small: device ones are read back and broadcast per unit like host ones
+        host = {k: nc.device_view(v, f"parameter {k!r}").copy_to_host()
+                if nc.is_device_array(v) else v for k, v in params.items()}
+        given = {k: np.shape(v) for k, v in host.items()}
+        cols = self._device_columns(self._param_args(host, units, dtype), units, stream)
+        if out is not None:
+            Y = nc.device_view(out, "out")
+            if tuple(Y.shape) != shape or np.dtype(Y.dtype) != dtype:
+                raise ParameterError(f"out has shape {tuple(Y.shape)} and dtype {np.dtype(Y.dtype)}; "
+                                     f"the result has shape {shape} and dtype {dtype}")
+        else:
+            Y = cuda.device_array(shape, dtype, stream=stream)
+        result = out if out is not None else Y
+        if op == "forward":
+            if X.size:
+                self._runner.forward_device(X, cols, Y, stream)
+            return result
+        if op == "derivative":
+            if X.size:
+                self._runner.derivative_device(X, cols, Y, stream)
+            return result
+        G = nc.device_view(dy, "dy")
+        if tuple(G.shape) != shape or np.dtype(G.dtype) != dtype:
+            raise ParameterError(f"dy has shape {tuple(G.shape)} and dtype {np.dtype(G.dtype)}; "
+                                 f"x has shape {shape} and dtype {dtype}")
+        columns = self._runner.vjp_device(X, G, cols, Y, stream) if X.size else \
+            [cuda.to_device(np.zeros(units, dtype)) for _ in cols]
+        if not with_params:
+            return result
+        grads = self._param_grads([c.copy_to_host(stream=stream).astype(np.float64) for c in columns],
+                                  given, dtype)
+        stream.synchronize()
+        return result, {k: cuda.to_device(np.ascontiguousarray(v)) for k, v in grads.items()}
 
     # -- plumbing ----------------------------------------------------------------------------------
     @staticmethod

@@ -93,11 +93,10 @@ NUMPY = _np_table()
 
 
 # -- PyTorch eager (autograd for the backward) ---------------------------------------------------
-def torch_table():
+def torch_forwards():
+    """spec -> f(x, p), plain PyTorch (autograd records it where grad is enabled)."""
     import torch
     import torch.nn.functional as F
-
-    torch.set_grad_enabled(True)
 
     def norm_z(a):
         u = a - a.mean(-1, keepdim=True)
@@ -122,6 +121,14 @@ def torch_table():
         "relu+softmax": lambda x, p: F.softmax(F.relu(x), dim=-1),
     }
     fwd["logistic"], fwd["rect:max"] = fwd["sigmoid"], fwd["relu"]
+    return fwd
+
+
+def torch_table():
+    import torch
+
+    torch.set_grad_enabled(True)
+    fwd = torch_forwards()
 
     def make(f):
         def forward(x, p):

@@ -41,3 +41,8 @@ def numeric_vjp(f, x, g, h=1e-6):
 
 def compiled(spec, backend="numpy"):
     return actdsl.compile(spec, backend=backend)
+
+
+# tests/cuda runs in its own process (Numba's simulator must be chosen before numba.cuda is
+# imported): tests/test_cuda_simulator.py starts it; on a GPU machine, `pytest tests/cuda`.
+collect_ignore = [] if os.environ.get("ACTDSL_CUDA_TESTS") else ["cuda"]
