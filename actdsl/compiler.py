@@ -262,11 +262,15 @@ class Kernel:
         """forward / derivative / vjp on device arrays: no copies of x, dy or the result."""
         from .backends import numba_cuda as nc
         cuda = nc._cuda()
-        X = nc.device_view(x)
-        dtype = np.dtype(X.dtype)
         stream = nc.as_stream(stream)
-        shape = tuple(X.shape)
+        try:
+            shape = nc.device_shape(x)
+        except Exception as e:
+            raise ArrayTypeError(f"input is not a CUDA array Numba can use: {e}") from None
         nc.check_axis(self.text, len(shape), axis, self.rowwise or bool(self.params))
+        kshape = self._runner.kernel_shape(shape)
+        X = nc.device_view(x, "input", kshape, stream)
+        dtype = np.dtype(X.dtype)
         units = shape[-1] if shape else 1
         # parameters are small: device ones are read back and broadcast per unit like host ones
         host = {k: nc.device_view(v, f"parameter {k!r}").copy_to_host()
@@ -274,13 +278,15 @@ class Kernel:
         given = {k: np.shape(v) for k, v in host.items()}
         cols = self._device_columns(self._param_args(host, units, dtype), units, stream)
         if out is not None:
-            Y = nc.device_view(out, "out")
-            if tuple(Y.shape) != shape or np.dtype(Y.dtype) != dtype:
-                raise ParameterError(f"out has shape {tuple(Y.shape)} and dtype {np.dtype(Y.dtype)}; "
-                                     f"the result has shape {shape} and dtype {dtype}")
+            if not nc.is_device_array(out) or nc.device_shape(out) != shape:
+                raise ParameterError(f"out must be a device array of shape {shape}")
+            Y = nc.device_view(out, "out", kshape, stream)
+            if np.dtype(Y.dtype) != dtype:
+                raise ParameterError(f"out has dtype {np.dtype(Y.dtype)}; the result has dtype {dtype}")
+            result = out
         else:
-            Y = cuda.device_array(shape, dtype, stream=stream)
-        result = out if out is not None else Y
+            Y = cuda.device_array(kshape, dtype, stream=stream)
+            result = Y.reshape(*shape) if shape != kshape else Y
         if op == "forward":
             if X.size:
                 self._runner.forward_device(X, cols, Y, stream)
@@ -289,11 +295,12 @@ class Kernel:
             if X.size:
                 self._runner.derivative_device(X, cols, Y, stream)
             return result
-        G = nc.device_view(dy, "dy")
-        if tuple(G.shape) != shape or np.dtype(G.dtype) != dtype:
-            raise ParameterError(f"dy has shape {tuple(G.shape)} and dtype {np.dtype(G.dtype)}; "
-                                 f"x has shape {shape} and dtype {dtype}")
-        columns = self._runner.vjp_device(X, G, cols, Y, stream) if X.size else \
+        if not nc.is_device_array(dy) or nc.device_shape(dy) != shape:
+            raise ParameterError(f"dy must be a device array of shape {shape}, like x")
+        G = nc.device_view(dy, "dy", kshape, stream)
+        if np.dtype(G.dtype) != dtype:
+            raise ParameterError(f"dy has dtype {np.dtype(G.dtype)}; x has dtype {dtype}")
+        columns = self._runner.vjp_device(X, G, cols, Y, stream, with_params) if X.size else \
             [cuda.to_device(np.zeros(units, dtype)) for _ in cols]
         if not with_params:
             return result

@@ -6,7 +6,7 @@ For every seed key and tanh+norm:z: forward and VJP (dL/dx from x and dL/dy) of 
 arrays: PyTorch tensors passed through ``__cuda_array_interface__``, results written with
 ``out=``), PyTorch eager (``torch.nn.functional``; the backward is autograd's backward alone, on a
 graph built once), and ``torch.compile`` where it works within the budget. Times are CUDA-event
-medians of repeated runs of 5 back-to-back calls; GB/s counts the bytes an ideal kernel moves
+medians of repeated runs of 10 back-to-back calls; GB/s counts the bytes an ideal kernel moves
 (forward: read x, write y; VJP: read x and dy, write dx); "of copy" is that bandwidth over a
 device-to-device copy's (``y.copy_(x)``), measured in the same run.
 """
@@ -27,7 +27,19 @@ SEED = ["linear", "sigmoid", "logistic", "tanh", "softplus", "softmax", "relu", 
         "lgrelu", "maxout:3", "tanh+norm:z"]
 
 
-def timer(torch, fn, reps=15, inner=5):
+def host_us(torch, fn, n=200):
+    """Host time per call, launches queued back to back (the GPU may still be busy after)."""
+    fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    dt = time.perf_counter() - t0
+    torch.cuda.synchronize()
+    return dt / n * 1e6
+
+
+def timer(torch, fn, reps=15, inner=10):
     for _ in range(3):
         fn()
     torch.cuda.synchronize()
@@ -71,8 +83,9 @@ def main(argv=None):
     compile_left = args.compile_budget
     rows = []
     hdr = f"{'spec':<14}{'pass':<5}{'actdsl ms':>10}{'GB/s':>7}{'of copy':>8}{'eager ms':>10}" \
-          f"{'compile ms':>11}{'vs eager':>9}{'max err':>10}"
+          f"{'compile ms':>11}{'vs eager':>9}{'max err':>10}{'host us':>14}{'1st call s':>11}"
     print(hdr)
+    print("(host us: host time per forward call, actdsl/eager; 1st call s: compile + first run)")
     for spec in args.specs:
         k = actdsl.compile(spec, backend="cuda")
         p = k.init_params(N, rng=0)
@@ -100,8 +113,10 @@ def main(argv=None):
         with torch.enable_grad():
             graph = plain[spec](xr, tp)
         eager_b = timer(torch, lambda: torch.autograd.grad(graph, xr, g, retain_graph=True))
+        host = (host_us(torch, lambda: k(x, out=y, **p)), host_us(torch, lambda: fwd(x, tp)))
         comp_f = comp_b = None
         if compile_left > 0:
+            torch._dynamo.reset()
             t0 = time.perf_counter()
             try:
                 cf = torch.compile(lambda a: plain[spec](a, tp))
@@ -118,9 +133,11 @@ def main(argv=None):
             best = min(t for t in (eager, comp) if t is not None)
             rows.append(dict(spec=spec, pass_name=what, ms=ours, gbs=gbs, of_copy=gbs / copy_gbs,
                              eager_ms=eager, compile_ms=comp, vs_best_peer=ours / best,
-                             max_rel_err=err, first_call_s=first))
+                             max_rel_err=err, first_call_s=first, host_us_fwd=host))
             print(f"{spec:<14}{what:<5}{ours:>10.3f}{gbs:>7.0f}{gbs / copy_gbs:>8.2f}{eager:>10.3f}"
-                  f"{(f'{comp:.3f}' if comp else '-'):>11}{ours / eager:>9.2f}{err:>10.1e}", flush=True)
+                  f"{(f'{comp:.3f}' if comp else '-'):>11}{ours / eager:>9.2f}{err:>10.1e}"
+                  f"{(f'{host[0]:.0f}/{host[1]:.0f}' if what == 'fwd' else ''):>14}"
+                  f"{(f'{first:.2f}' if what == 'fwd' else ''):>11}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(dict(device=dev, rows_x_units=[R, N],
                                                    copy_ms=t_copy, copy_gbs=copy_gbs,

@@ -9,8 +9,10 @@ is a module-level constant of that type, so float32 kernels do no float64 arithm
   depth's sums and maxima together. Row maxima keep NaN (NumPy's max) and their argmax (the
   lowest index of the maximum), where the VJP routes their gradient. Parameter gradients are
   accumulated per block into ``PART[block, unit]`` (each unit is owned by one thread of a block,
-  so no atomics and no race) and summed over blocks by ``column_sums``: deterministic.
+  so no atomics and no race) and summed over blocks by ``column_sums``: deterministic. A VJP
+  without parameter gradients (``WANT`` false) skips them.
 
+Kernels are cached on disk by Numba (``cache=True``), next to the generated file.
 Transcendentals are CUDA's libdevice functions (``math.exp`` on a float32 is ``expf``). Under
 Numba's simulator (``NUMBA_ENABLE_CUDASIM=1``) the same kernels run as Python, with NumPy's
 functions in place of ``math``'s (which raise on overflow instead of returning inf).
@@ -117,7 +119,7 @@ def ipow4(x):
     return y * y
 
 
-@cuda.jit
+@cuda.jit(cache=not SIM)
 def column_sums(PART, OUT):
     j = cuda.grid(1)
     if j < PART.shape[1]:
@@ -204,7 +206,7 @@ class _Gen:
 
     def flat_kernel(self, name, scalar, inputs):
         s = self.src
-        s("@cuda.jit", f"def {name}({', '.join(inputs)}, out):")
+        s("@cuda.jit(cache=not SIM)", f"def {name}({', '.join(inputs)}, out):")
         s.indent()
         s("i = cuda.grid(1)", "step = cuda.gridsize(1)", "while i < out.size:")
         s(f"    out[i] = {scalar}({', '.join(f'{a}[i]' for a in inputs)})", "    i += step")
@@ -291,7 +293,8 @@ class _Gen:
     def rows_header(self, name, arrays, part=False):
         s = self.src
         params = ["P" + p[1:] for p in self.params]
-        s("@cuda.jit", f"def {name}({', '.join(arrays + params + (['PART'] if part else []))}):")
+        s("@cuda.jit(cache=not SIM)",
+          f"def {name}({', '.join(arrays + params + (['PART', 'WANT'] if part else []))}):")
         s.indent()
         s("SH = cuda.shared.array((SLOTS, TPB), F)", "SI = cuda.shared.array((SLOTS, TPB), IDX)",
           "tid = cuda.threadIdx.x", "nthr = cuda.blockDim.x", "nn = X.shape[1]", "nf = F(nn)")
@@ -335,8 +338,8 @@ class _Gen:
         em = self.emitter()
         self.rows_header("vjp_rows", ["X", "GY", "DX"], part=bool(self.params))
         if self.params:  # this block's partial parameter gradients start at zero
-            s("b = cuda.blockIdx.x", "for j in range(tid, nn, nthr):")
-            s(*[f"    PART[{i}, b, j] = ZERO" for i in range(len(self.params))])
+            s("b = cuda.blockIdx.x", "if WANT:", "    for j in range(tid, nn, nthr):")
+            s(*[f"        PART[{i}, b, j] = ZERO" for i in range(len(self.params))])
         s("for i in range(cuda.blockIdx.x, X.shape[0], cuda.gridDim.x):")
         s.indent()
         s("x = X[i]", "gy = GY[i]", "dx = DX[i]")
@@ -377,10 +380,12 @@ class _Gen:
 
         dz = [f"g * {fz}"] + [f"lam_{r.symbol.name} * {at_max(r.symbol, t)}" for r, t in zip(grad, bz)]
         s("dzj = " + " + ".join(dz), "dx[j] = z if z != z else dzj")
+        if plan.params:
+            s("if WANT:")
         for i, p in enumerate(plan.params):
             terms = [f"g * {fp[i]}"] + [f"lam_{k.name} * {at_max(k, bp[(k, q)])}"
                                         for (k, q) in keys if q == p]
-            s(f"PART[{i}, b, j] += " + " + ".join(terms))
+            s(f"    PART[{i}, b, j] += " + " + ".join(terms))
         s.dedent()
         s.dedent()
         s.dedent()
@@ -415,6 +420,12 @@ def _cuda():
     except ImportError as e:  # pragma: no cover - depends on the installation
         raise ActdslError("the cuda backend needs numba-cuda: pip install 'actdsl[cuda]'") from e
     return cuda
+
+
+def device_shape(x) -> tuple:
+    if type(x).__name__ in _NUMBA_ARRAYS:
+        return tuple(x.shape)
+    return tuple(x.__cuda_array_interface__["shape"])
 
 
 def is_device_array(x) -> bool:
@@ -453,79 +464,76 @@ class Runner:
 
     def module(self, dtype) -> object:
         name = np.dtype(dtype).name
-        if name not in self._modules:
+        mod = self._modules.get(name)
+        if mod is None:
             from .. import cache
             _cuda()
-            self._modules[name] = cache.load(generate(self.plan, self.key, name))
-        return self._modules[name]
+            mod = self._modules[name] = cache.load(generate(self.plan, self.key, name))
+        return mod
+
+    def kernel_shape(self, shape: tuple) -> tuple:
+        """The shape the kernels take an array of ``shape`` in: flat, or (rows, units)."""
+        size = int(np.prod(shape)) if shape else 1
+        if self.flat:
+            return (size,)
+        units = shape[-1] if shape else 1
+        return (size // units if units else 0, units)
 
     # -- launch geometry --------------------------------------------------------------------------
-    @staticmethod
-    def _simulated() -> bool:
-        from numba import config
-        return bool(getattr(config, "ENABLE_CUDASIM", 0))
-
-    def _sm_count(self) -> int:
-        if self._simulated():
-            return 1
-        return _cuda().get_current_device().MULTIPROCESSOR_COUNT
-
     def _flat_grid(self, size: int):
-        threads = 32 if self._simulated() else TPB
-        blocks = max(1, min(-(-size // threads), self._sm_count() * 32))
-        return blocks, threads
+        sim, sms = _device_facts()
+        threads = 32 if sim else TPB
+        return max(1, min(-(-size // threads), sms * 32)), threads
 
     def _rows_grid(self, rows: int, units: int):
-        threads = 4 if self._simulated() else 32  # the simulator runs a Python thread each
-        while threads < min(units, 8 if self._simulated() else TPB):
+        sim, sms = _device_facts()
+        threads = 4 if sim else 32  # the simulator runs a Python thread for each
+        while threads < min(units, 8 if sim else TPB):
             threads *= 2
-        blocks = max(1, min(rows, self._sm_count() * (2 if self._simulated() else 2048 // threads)))
-        return blocks, threads
+        return max(1, min(rows, sms * (2 if sim else 2048 // threads))), threads
 
-    # -- device-level calls (arrays on the device, row axis last, C-contiguous) --------------------
+    # -- device-level calls: arrays on the device in kernel_shape, C-contiguous -----------------
     def forward_device(self, X, cols, Y, stream):
         mod = self.module(X.dtype)
         if self.flat:
-            x, y = X.reshape(X.size), Y.reshape(Y.size)
-            mod.forward_flat[(*self._flat_grid(x.size), stream)](x, y)
+            _launch(mod.forward_flat, self._flat_grid(X.size), stream, _shaped(X, 1), _shaped(Y, 1))
         else:
-            X2, Y2 = _rows(X), _rows(Y)
-            blocks, threads = self._rows_grid(*X2.shape)
-            mod.forward_rows[blocks, threads, stream](X2, Y2, *cols)
+            X2, Y2 = _shaped(X, 2), _shaped(Y, 2)
+            _launch(mod.forward_rows, self._rows_grid(*X2.shape), stream, X2, Y2, *cols)
         return Y
 
     def derivative_device(self, X, cols, Y, stream):
         mod = self.module(X.dtype)
         if self.flat:
-            x, y = X.reshape(X.size), Y.reshape(Y.size)
-            mod.derivative_flat[(*self._flat_grid(x.size), stream)](x, y)
+            _launch(mod.derivative_flat, self._flat_grid(X.size), stream, _shaped(X, 1),
+                    _shaped(Y, 1))
         else:
-            X2, Y2 = _rows(X), _rows(Y)
-            blocks, threads = self._rows_grid(*X2.shape)
-            mod.derivative_rows[blocks, threads, stream](X2, Y2, *cols)
+            X2, Y2 = _shaped(X, 2), _shaped(Y, 2)
+            _launch(mod.derivative_rows, self._rows_grid(*X2.shape), stream, X2, Y2, *cols)
         return Y
 
-    def vjp_device(self, X, G, cols, DX, stream):
-        """dz into DX; returns the parameter gradient columns as device arrays of shape (units,)."""
+    def vjp_device(self, X, G, cols, DX, stream, with_params: bool = True):
+        """dz into DX; returns the parameter gradient columns as device arrays of shape (units,)
+        (none unless ``with_params``: the kernel then skips accumulating them)."""
         cuda = _cuda()
         mod = self.module(X.dtype)
         if self.flat:
-            x, g, dx = X.reshape(X.size), G.reshape(G.size), DX.reshape(DX.size)
-            mod.vjp_flat[(*self._flat_grid(x.size), stream)](x, g, dx)
+            _launch(mod.vjp_flat, self._flat_grid(X.size), stream, _shaped(X, 1), _shaped(G, 1),
+                    _shaped(DX, 1))
             return []
-        units = tuple(X.shape)[-1]
-        X2, G2, D2 = _rows(X), _rows(G), _rows(DX)
-        blocks, threads = self._rows_grid(X2.shape[0], units)
+        X2, G2, D2 = _shaped(X, 2), _shaped(G, 2), _shaped(DX, 2)
+        rows, units = X2.shape
+        blocks, threads = self._rows_grid(rows, units)
         args = [X2, G2, D2, *cols]
-        part = None
         if cols:
-            part = cuda.device_array((len(cols), blocks, units), X.dtype, stream=stream)
-            args.append(part)
-        mod.vjp_rows[blocks, threads, stream](*args)
+            shape = (len(cols), blocks, units) if with_params else (len(cols), 1, 1)
+            part = cuda.device_array(shape, X.dtype, stream=stream)
+            args += [part, with_params]
+        _launch(mod.vjp_rows, (blocks, threads), stream, *args)
         grads = []
-        for i in range(len(cols)):
+        for i in range(len(cols) if with_params else 0):
             out = cuda.device_array(units, X.dtype, stream=stream)
-            mod.column_sums[(-(-units // 128), 128, stream)](part[i], out)
+            _launch(mod.column_sums, (-(-units // 128), 128), stream, part[i], out)
             grads.append(out)
         return grads
 
@@ -535,63 +543,119 @@ class Runner:
         return [cuda.to_device(np.ascontiguousarray(np.broadcast_to(np.asarray(p, dtype), (units,))),
                                stream=stream) for p in args[1:]]
 
-    @staticmethod
-    def _stream(stream):
-        return as_stream(stream)
+    def _to_device(self, a, stream):
+        return _cuda().to_device(np.ascontiguousarray(a).reshape(self.kernel_shape(a.shape)),
+                                 stream=stream)
 
     def forward(self, xt, args, out=None, stream=None):
-        cuda, stream = _cuda(), self._stream(stream)
-        X = cuda.to_device(np.ascontiguousarray(xt), stream=stream)
-        Y = cuda.device_array(xt.shape, xt.dtype, stream=stream)
-        self.forward_device(X, self._host_cols(args, _units(xt), xt.dtype, stream),
-                            Y, stream)
+        cuda, stream = _cuda(), as_stream(stream)
+        X = self._to_device(xt, stream)
+        Y = cuda.device_array(X.shape, xt.dtype, stream=stream)
+        self.forward_device(X, self._host_cols(args, _units(xt), xt.dtype, stream), Y, stream)
         y = out if out is not None else np.empty(xt.shape, xt.dtype)
-        Y.copy_to_host(y, stream=stream)
+        Y.copy_to_host(y.reshape(X.shape), stream=stream)
         stream.synchronize()
         return y
 
     def derivative(self, xt, args, stream=None):
-        cuda, stream = _cuda(), self._stream(stream)
-        X = cuda.to_device(np.ascontiguousarray(xt), stream=stream)
-        Y = cuda.device_array(xt.shape, xt.dtype, stream=stream)
-        self.derivative_device(X, self._host_cols(args, _units(xt), xt.dtype,
-                                                  stream), Y, stream)
-        y = Y.copy_to_host(stream=stream)
+        cuda, stream = _cuda(), as_stream(stream)
+        X = self._to_device(xt, stream)
+        Y = cuda.device_array(X.shape, xt.dtype, stream=stream)
+        self.derivative_device(X, self._host_cols(args, _units(xt), xt.dtype, stream), Y, stream)
+        y = np.empty(xt.shape, xt.dtype)
+        Y.copy_to_host(y.reshape(X.shape), stream=stream)
         stream.synchronize()
         return y
 
     def vjp(self, xt, g, args, out=None, stream=None):
-        cuda, stream = _cuda(), self._stream(stream)
-        X = cuda.to_device(np.ascontiguousarray(xt), stream=stream)
-        G = cuda.to_device(np.ascontiguousarray(g), stream=stream)
-        D = cuda.device_array(xt.shape, xt.dtype, stream=stream)
-        units = _units(xt)
-        grads = self.vjp_device(X, G, self._host_cols(args, units, xt.dtype, stream), D, stream)
+        cuda, stream = _cuda(), as_stream(stream)
+        X, G = self._to_device(xt, stream), self._to_device(g, stream)
+        D = cuda.device_array(X.shape, xt.dtype, stream=stream)
+        grads = self.vjp_device(X, G, self._host_cols(args, _units(xt), xt.dtype, stream), D, stream)
         dz = out if out is not None else np.empty(xt.shape, xt.dtype)
-        D.copy_to_host(dz, stream=stream)
+        D.copy_to_host(dz.reshape(X.shape), stream=stream)
         host = [gr.copy_to_host(stream=stream) for gr in grads]
         stream.synchronize()
         return dz, [h.astype(np.float64) for h in host]
 
 
-def device_view(x, what: str = "input"):
-    """A Numba device array over ``x`` without copying."""
+def _launch(dispatcher, grid: tuple, stream, *args):
+    """Launch a kernel. Once a kernel has its one compiled overload (each module is for one
+    dtype and takes C-contiguous arrays, so there is one), it is launched directly: Numba's
+    per-call typing and launch-configuration objects cost more than the kernel on small inputs."""
+    overloads = getattr(dispatcher, "overloads", None)
+    if overloads is not None and len(overloads) == 1:
+        next(iter(overloads.values())).launch(args, grid[0], grid[1], stream, 0)
+    else:
+        dispatcher[grid[0], grid[1], stream](*args)
+
+
+_FACTS: list = []
+
+
+def _device_facts() -> tuple[bool, int]:
+    """(simulated, multiprocessor count), read once per process."""
+    if not _FACTS:
+        from numba import config
+        sim = bool(getattr(config, "ENABLE_CUDASIM", 0))
+        _FACTS.append((sim, 1 if sim else _cuda().get_current_device().MULTIPROCESSOR_COUNT))
+    return _FACTS[0]
+
+
+def _shaped(a, ndim: int):
+    return a if len(a.shape) == ndim else a.reshape(a.size) if ndim == 1 else _rows(a)
+
+
+_NUMBA_ARRAYS = ("DeviceNDArray", "FakeCUDAArray", "MappedNDArray")
+
+
+def device_view(x, what: str = "input", shape: tuple | None = None, stream=None):
+    """A Numba device array over ``x``'s memory, without copying, optionally seen in ``shape``
+    (same size). Objects with ``__cuda_array_interface__`` are wrapped directly; their producer
+    stream is synchronised only when it is not the stream the kernels run on."""
     cuda = _cuda()
-    if type(x).__name__ in ("DeviceNDArray", "FakeCUDAArray", "MappedNDArray"):
-        arr = x
+    if type(x).__name__ in _NUMBA_ARRAYS:
+        dtype, contiguous, arr = np.dtype(x.dtype), x.is_c_contiguous(), x
     else:
         try:
-            arr = cuda.as_cuda_array(x)
+            cai = dict(x.__cuda_array_interface__)
         except Exception as e:
-            raise ArrayTypeError(f"{what} has a __cuda_array_interface__ Numba cannot use: {e}") from None
-    dtype = np.dtype(arr.dtype)
+            raise ArrayTypeError(f"{what} is not a CUDA array Numba can use: {e}") from None
+        dtype = np.dtype(cai["typestr"])
+        full = tuple(cai["shape"])
+        strides = cai.get("strides")
+        contiguous = strides is None or tuple(strides) == _c_strides(full, dtype.itemsize)
+        arr = None
     if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ArrayTypeError(f"{what} on the device has dtype {dtype}; the cuda backend takes "
                              "float32 or float64 device arrays (convert on the device first)")
-    if not arr.is_c_contiguous():
+    if not contiguous:
         raise ArrayTypeError(f"{what} on the device is not C-contiguous; make a contiguous copy "
                              "on the device first (e.g. .contiguous() or cupy.ascontiguousarray)")
-    return arr
+    if arr is not None:
+        return arr if shape is None or tuple(arr.shape) == shape else arr.reshape(*shape)
+    producer = cai.pop("stream", None)
+    if producer is not None and not _same_stream(producer, stream):
+        cuda.external_stream(producer).synchronize()
+    cai["strides"] = None
+    if shape is not None:
+        cai["shape"] = shape
+    return cuda.from_cuda_array_interface(cai, owner=x, sync=False)
+
+
+def _c_strides(shape: tuple, itemsize: int) -> tuple:
+    strides, step = [], itemsize
+    for n in reversed(shape):
+        strides.append(step)
+        step *= n
+    return tuple(reversed(strides))
+
+
+def _same_stream(producer: int, stream) -> bool:
+    """CUDA array interface stream numbers: 1 is the legacy default stream, 2 per-thread."""
+    ours = 0 if stream is None else int(stream.__cuda_stream__()[1]) if hasattr(
+        stream, "__cuda_stream__") else None
+    return producer == ours or (producer == 1 and ours == 0)
 
 
 def as_stream(stream):

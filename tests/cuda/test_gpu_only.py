@@ -73,3 +73,18 @@ def test_torch_cuda_tensors_without_copies():
     xr = x.clone().requires_grad_(True)
     (ref,) = torch.autograd.grad(torch.softmax(xr, -1), xr, g)
     torch.testing.assert_close(dx, ref, rtol=1e-4, atol=1e-6)
+
+
+def test_direct_launches_match_the_dispatcher():
+    """The first call compiles through Numba's dispatcher; later ones launch the compiled
+    kernel directly: the same numbers."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(50, 300)).astype(np.float32)
+    for spec in ("softplus", "tanh+norm:z", "prelu"):
+        k = actdsl.compile(spec, backend="cuda")
+        p = params_for(k, 300, rng)
+        d = cuda.to_device(x)
+        first, second = k(d, **p).copy_to_host(), k(d, **p).copy_to_host()
+        np.testing.assert_array_equal(first, second)
+        assert len(k._runner.module(np.float32).forward_flat.overloads if k._runner.flat
+                   else k._runner.module(np.float32).forward_rows.overloads) == 1
