@@ -153,8 +153,8 @@ class Kernel:
 
     def __call__(self, x, axis: int = -1, out=None, stream=None, **params):
         kw = self._stream_kw(x, stream)
-        if kw is None:
-            return self._device("forward", x, axis, out, stream, params)
+        if "device" in kw:
+            return self._device("forward", kw["device"], axis, out, stream, params)
         a, xt, axis, args = self._prepare(x, axis, params)
         out_dtype = self._out_dtype(a)
         if out is not None:
@@ -178,8 +178,8 @@ class Kernel:
             raise ActdslError(f"{self.text!r} is row-wise: each output depends on the whole row, "
                               "so there is no elementwise derivative; use vjp(x, dy)")
         kw = self._stream_kw(x, stream)
-        if kw is None:
-            return self._device("derivative", x, axis, None, stream, params)
+        if "device" in kw:
+            return self._device("derivative", kw["device"], axis, None, stream, params)
         a, xt, axis, args = self._prepare(x, axis, params)
         if xt.size == 0:
             return np.empty(a.shape, self._out_dtype(a))
@@ -190,8 +190,9 @@ class Kernel:
         """dL/dx given dL/dy (and, ``with_params``, dL/dθ for every learnable parameter).
         ``out`` receives dL/dx (same shape and dtype as x's result)."""
         kw = self._stream_kw(x, stream)
-        if kw is None:
-            return self._device("vjp", x, axis, out, stream, params, dy=dy, with_params=with_params)
+        if "device" in kw:
+            return self._device("vjp", kw["device"], axis, out, stream, params, dy=dy,
+                                with_params=with_params)
         given = {k: np.shape(v) for k, v in params.items()}
         a, xt, axis, args = self._prepare(x, axis, params)
         if out is not None:
@@ -230,15 +231,30 @@ class Kernel:
 
     # -- CUDA device arrays ------------------------------------------------------------------------
     def _stream_kw(self, x, stream):
-        """{} or {"stream": s} for the host path; None when x lives on a CUDA device."""
+        """{} or {"stream": s} for the host path; {"device": array} when x lives on a CUDA
+        device (backend 'cuda')."""
         if self.backend != "cuda":
             if stream is not None:
                 raise ParameterError(f"stream= is for backend='cuda', not {self.backend!r}")
             return {}
-        from .backends.numba_cuda import is_device_array
-        if is_device_array(x):
-            return None
+        from .backends.numba_cuda import interface
+        dev = interface(x)
+        if dev is not None:
+            return {"device": dev}
         return {"stream": stream} if stream is not None else {}
+
+    @staticmethod
+    def _device_like(obj, what, shape, kshape, dtype, stream):
+        """``out``/``dy`` for device x: a device array of x's shape and dtype."""
+        from .backends import numba_cuda as nc
+        dev = nc.interface(obj)
+        if dev is None or tuple(dev.shape) != shape:
+            raise ParameterError(f"{what} must be a device array of shape {shape}, like x"
+                                 + ("" if dev is None else f"; it has shape {tuple(dev.shape)}"))
+        view = nc.device_view(dev, what, kshape, stream)
+        if np.dtype(view.dtype) != dtype:
+            raise ParameterError(f"{what} has dtype {np.dtype(view.dtype)}; x has dtype {dtype}")
+        return view
 
     def _device_columns(self, columns, units: int, stream) -> list:
         """Parameter columns on the device, reused while the values stay the same: a copy from
@@ -263,26 +279,21 @@ class Kernel:
         from .backends import numba_cuda as nc
         cuda = nc._cuda()
         stream = nc.as_stream(stream)
-        try:
-            shape = nc.device_shape(x)
-        except Exception as e:
-            raise ArrayTypeError(f"input is not a CUDA array Numba can use: {e}") from None
+        shape = tuple(x.shape)
         nc.check_axis(self.text, len(shape), axis, self.rowwise or bool(self.params))
         kshape = self._runner.kernel_shape(shape)
         X = nc.device_view(x, "input", kshape, stream)
         dtype = np.dtype(X.dtype)
         units = shape[-1] if shape else 1
         # parameters are small: device ones are read back and broadcast per unit like host ones
-        host = {k: nc.device_view(v, f"parameter {k!r}").copy_to_host()
-                if nc.is_device_array(v) else v for k, v in params.items()}
+        host = {}
+        for k, v in params.items():
+            dev = nc.interface(v)
+            host[k] = v if dev is None else nc.device_view(dev, f"parameter {k!r}").copy_to_host()
         given = {k: np.shape(v) for k, v in host.items()}
         cols = self._device_columns(self._param_args(host, units, dtype), units, stream)
         if out is not None:
-            if not nc.is_device_array(out) or nc.device_shape(out) != shape:
-                raise ParameterError(f"out must be a device array of shape {shape}")
-            Y = nc.device_view(out, "out", kshape, stream)
-            if np.dtype(Y.dtype) != dtype:
-                raise ParameterError(f"out has dtype {np.dtype(Y.dtype)}; the result has dtype {dtype}")
+            Y = self._device_like(out, "out", shape, kshape, dtype, stream)
             result = out
         else:
             Y = cuda.device_array(kshape, dtype, stream=stream)
@@ -295,11 +306,7 @@ class Kernel:
             if X.size:
                 self._runner.derivative_device(X, cols, Y, stream)
             return result
-        if not nc.is_device_array(dy) or nc.device_shape(dy) != shape:
-            raise ParameterError(f"dy must be a device array of shape {shape}, like x")
-        G = nc.device_view(dy, "dy", kshape, stream)
-        if np.dtype(G.dtype) != dtype:
-            raise ParameterError(f"dy has dtype {np.dtype(G.dtype)}; x has dtype {dtype}")
+        G = self._device_like(dy, "dy", shape, kshape, dtype, stream)
         columns = self._runner.vjp_device(X, G, cols, Y, stream, with_params) if X.size else \
             [cuda.to_device(np.zeros(units, dtype)) for _ in cols]
         if not with_params:

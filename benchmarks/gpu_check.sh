@@ -23,7 +23,7 @@ for m in ("numpy", "numba", "numba_cuda", "sympy", "lark", "torch"):
 PY
 start=$(date +%s)
 timeout ${TEST_SECONDS:-200} env ACTDSL_CUDA_TESTS=1 python3 -m pytest -q -n 8 -p no:cacheprovider \
-    tests/cuda 2>&1 | tee "$OUTDIR/gpu_tests.log" | tail -25
+    ${TESTS:-tests/cuda} 2>&1 | tee "$OUTDIR/gpu_tests.log" | tail -25
 echo "tests: $(( $(date +%s) - start )) s"
 start=$(date +%s)
 timeout ${BENCH_SECONDS:-260} python3 benchmarks/gpu.py --json "$OUTDIR/gpu.json" \

@@ -19,6 +19,8 @@ functions in place of ``math``'s (which raise on overflow instead of returning i
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import sympy as sp
 
@@ -29,8 +31,13 @@ from ..errors import ActdslError, ArrayTypeError, ParameterError
 from ..ir import RowMax, RowShift, RowSum, n, z
 from ..stable import Primitive
 
-#: threads per block: a power of two (the tree reductions halve it); shared arrays are this long
-TPB = 256
+#: the most threads per block (a power of two: the simulator's tree reductions halve it)
+TPB = 1024
+#: threads per block for rows (up to the row's length) and for elementwise loops
+ROW_THREADS = int(os.environ.get("ACTDSL_CUDA_ROW_THREADS", "256") or 256)
+if ROW_THREADS not in (32, 64, 128, 256, 512, 1024):
+    raise ActdslError(f"ACTDSL_CUDA_ROW_THREADS={ROW_THREADS} must be a power of two from 32 to 1024")
+FLAT_THREADS = 256
 #: elements per thread per step of the elementwise loops
 UNROLL = 4
 
@@ -51,6 +58,7 @@ RSQRT2 = F(0.7071067811865476)
 INTEGRAL = F({integral!r})  # from here on every float is a whole number
 FULL_MASK = 0xFFFFFFFF
 WARPS = TPB // 32   # the slot of shared memory that holds a block reduction's result
+SHARED = TPB if SIM else WARPS + 1  # the simulator's tree needs a slot per thread
 BIG_INDEX = IDX(2 ** 30)
 
 if SIM:  # Python's math raises on overflow; NumPy's functions give inf like libdevice
@@ -366,7 +374,7 @@ class _Gen:
         s("@cuda.jit(cache=not SIM)",
           f"def {name}({', '.join(arrays + params + (['PART', 'WANT'] if part else []))}):")
         s.indent()
-        s("SH = cuda.shared.array((SLOTS, TPB), F)", "SI = cuda.shared.array((SLOTS, TPB), IDX)",
+        s("SH = cuda.shared.array((SLOTS, SHARED), F)", "SI = cuda.shared.array((SLOTS, SHARED), IDX)",
           "tid = cuda.threadIdx.x", "nthr = cuda.blockDim.x", "nn = X.shape[1]", "nf = F(nn)",
           "lane = tid % 32", "warp = tid // 32", "nwarps = (nthr + 31) // 32")
 
@@ -493,23 +501,6 @@ def _cuda():
     return cuda
 
 
-def device_shape(x) -> tuple:
-    if type(x).__name__ in _NUMBA_ARRAYS:
-        return tuple(x.shape)
-    return tuple(x.__cuda_array_interface__["shape"])
-
-
-def is_device_array(x) -> bool:
-    """A CUDA array: Numba device arrays (real or simulated) and anything with
-    ``__cuda_array_interface__`` (CuPy, PyTorch CUDA tensors)."""
-    if type(x).__name__ in ("DeviceNDArray", "FakeCUDAArray", "MappedNDArray"):
-        return True
-    try:
-        return hasattr(x, "__cuda_array_interface__")
-    except Exception:  # it has one but refuses it now (a tensor that requires grad): say why later
-        return True
-
-
 def _units(a) -> int:
     shape = tuple(a.shape)
     return shape[-1] if shape else 1
@@ -553,13 +544,13 @@ class Runner:
     # -- launch geometry --------------------------------------------------------------------------
     def _flat_grid(self, size: int):
         sim, sms = _device_facts()
-        threads = 32 if sim else TPB
+        threads = 32 if sim else FLAT_THREADS
         return max(1, min(-(-size // threads), sms * 32)), threads
 
     def _rows_grid(self, rows: int, units: int):
         sim, sms = _device_facts()
         threads = 4 if sim else 32  # the simulator runs a Python thread for each
-        while threads < min(units, 8 if sim else TPB):
+        while threads < min(units, 8 if sim else ROW_THREADS):
             threads *= 2
         return max(1, min(rows, sms * (2 if sim else 2048 // threads))), threads
 
@@ -654,20 +645,30 @@ class Raw:
     """A C-contiguous device array known by its pointer and shape: all a kernel launch needs,
     without building a Numba DeviceNDArray (tens of microseconds) on every call."""
 
-    __slots__ = ("ptr", "shape", "dtype", "size", "cai", "owner")
+    __slots__ = ("ptr", "shape", "dtype", "size", "cai", "owner", "strides", "producer")
 
     def __init__(self, cai: dict, owner):
         self.cai, self.owner = cai, owner
         self.ptr = int(cai["data"][0])
-        self.shape = tuple(int(n) for n in cai["shape"])
+        self.shape = tuple(int(m) for m in cai["shape"])
         self.dtype = np.dtype(cai["typestr"])
-        self.size = int(np.prod(self.shape)) if self.shape else 1
+        size = 1
+        for m in self.shape:
+            size *= m
+        self.size = size
+        self.strides = cai.get("strides")
+        self.producer = cai.pop("stream", None)
+        cai["strides"] = None if self.strides is None or self.c_contiguous() else self.strides
+
+    def c_contiguous(self) -> bool:
+        return self.strides is None or tuple(self.strides) == _c_strides(self.shape,
+                                                                         self.dtype.itemsize)
 
     def numba(self):
         return _cuda().from_cuda_array_interface(self.cai, owner=self.owner, sync=False)
 
     def reshape(self, *shape):
-        return Raw(dict(self.cai, shape=shape, strides=None), self.owner)
+        return Raw(dict(self.cai, shape=shape, strides=None), self.owner)  # C-contiguous only
 
     def copy_to_host(self, *args, **kwargs):
         return self.numba().copy_to_host(*args, **kwargs)
@@ -748,38 +749,40 @@ def _shaped(a, ndim: int):
 _NUMBA_ARRAYS = ("DeviceNDArray", "FakeCUDAArray", "MappedNDArray")
 
 
-def device_view(x, what: str = "input", shape: tuple | None = None, stream=None):
-    """``x``'s device memory, without copying, optionally seen in ``shape`` (same size): Numba
-    device arrays as they are, other objects with ``__cuda_array_interface__`` as a :class:`Raw`.
-    Their producer stream is synchronised only when it is not the stream the kernels run on."""
-    cuda = _cuda()
+def interface(x):
+    """The device array behind ``x`` (read once per call): a Numba device array, a :class:`Raw`
+    for other objects with ``__cuda_array_interface__``, or None for host objects."""
     if type(x).__name__ in _NUMBA_ARRAYS:
-        dtype, contiguous, arr = np.dtype(x.dtype), x.is_c_contiguous(), x
-    else:
-        try:
-            cai = dict(x.__cuda_array_interface__)
-        except Exception as e:
-            raise ArrayTypeError(f"{what} is not a CUDA array Numba can use: {e}") from None
-        dtype = np.dtype(cai["typestr"])
-        full = tuple(cai["shape"])
-        strides = cai.get("strides")
-        contiguous = strides is None or tuple(strides) == _c_strides(full, dtype.itemsize)
-        arr = None
+        return x
+    if not hasattr(type(x), "__cuda_array_interface__"):
+        return None
+    try:
+        cai = dict(x.__cuda_array_interface__)
+    except AttributeError:  # the class has one, this object not (a CPU tensor)
+        return None
+    except Exception as e:  # it refuses (a tensor that requires grad): say so
+        raise ArrayTypeError(f"this CUDA array cannot be shared: {e}") from None
+    return Raw(cai, x)
+
+
+def device_view(dev, what: str = "input", shape: tuple | None = None, stream=None):
+    """``dev`` (from :func:`interface`) checked and seen in ``shape`` (same size), without
+    copying. A foreign array's producer stream is synchronised only when it is not the stream
+    the kernels run on."""
+    contiguous = dev.c_contiguous() if isinstance(dev, Raw) else dev.is_c_contiguous()
+    dtype = np.dtype(dev.dtype)
     if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ArrayTypeError(f"{what} on the device has dtype {dtype}; the cuda backend takes "
                              "float32 or float64 device arrays (convert on the device first)")
     if not contiguous:
         raise ArrayTypeError(f"{what} on the device is not C-contiguous; make a contiguous copy "
                              "on the device first (e.g. .contiguous() or cupy.ascontiguousarray)")
-    if arr is not None:
-        return arr if shape is None or tuple(arr.shape) == shape else arr.reshape(*shape)
-    producer = cai.pop("stream", None)
-    if producer is not None and not _same_stream(producer, stream):
-        cuda.external_stream(producer).synchronize()
-    cai["strides"] = None
-    if shape is not None:
-        cai["shape"] = shape
-    return Raw(cai, x)
+    if isinstance(dev, Raw) and dev.producer is not None and not _same_stream(dev.producer, stream):
+        _cuda().external_stream(dev.producer).synchronize()
+        dev.producer = None
+    if shape is None or tuple(dev.shape) == shape:
+        return dev
+    return dev.reshape(*shape)
 
 
 def _c_strides(shape: tuple, itemsize: int) -> tuple:
