@@ -61,8 +61,6 @@ def main(argv=None):
     ap.add_argument("--units", type=int, default=4096)
     ap.add_argument("--specs", nargs="*", default=SEED)
     ap.add_argument("--json", default=None)
-    ap.add_argument("--row-threads", type=int, nargs="*", default=[256, 512, 1024],
-                    help="threads per row to compare on the row-wise specs")
     ap.add_argument("--compile-budget", type=float, default=150.0,
                     help="seconds to spend on torch.compile before skipping it")
     args = ap.parse_args(argv)
@@ -140,23 +138,10 @@ def main(argv=None):
                   f"{(f'{comp:.3f}' if comp else '-'):>11}{ours / eager:>9.2f}{err:>10.1e}"
                   f"{(f'{host[0]:.0f}/{host[1]:.0f}' if what == 'fwd' else ''):>14}"
                   f"{(f'{first:.2f}' if what == 'fwd' else ''):>11}", flush=True)
-    from actdsl.backends import numba_cuda
-    sweep = []
-    for spec in ("softmax", "norm:z", "tanh+norm:z"):
-        k = actdsl.compile(spec, backend="cuda")
-        line = f"{spec:<14}"
-        for t in args.row_threads:
-            numba_cuda.ROW_THREADS = t
-            f_ms = timer(torch, lambda: k(x, out=y))
-            b_ms = timer(torch, lambda: k.vjp(x, g, out=y))
-            sweep.append(dict(spec=spec, threads=t, fwd_ms=f_ms, vjp_ms=b_ms))
-            line += f"  {t}: {f_ms:.3f}/{b_ms:.3f}"
-        print(line + "  (threads per row: forward/VJP ms)", flush=True)
-    numba_cuda.ROW_THREADS = 256
     if args.json:
         Path(args.json).write_text(json.dumps(dict(device=dev, rows_x_units=[R, N],
                                                    copy_ms=t_copy, copy_gbs=copy_gbs,
-                                                   results=rows, row_threads=sweep), indent=1))
+                                                   results=rows), indent=1))
     elem = [r for r in rows if r["spec"] not in ("softmax", "norm:mean", "norm:max", "norm:std",
                                                  "norm:z", "tanh+norm:z")]
     print(f"elementwise at >= 80% of copy bandwidth: {sum(r['of_copy'] >= 0.8 for r in elem)}/{len(elem)}; "
