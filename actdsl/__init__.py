@@ -11,9 +11,12 @@ from .errors import (ActdslError, ArrayTypeError, ParameterError, SpecSyntaxErro
                      UnknownActivationError)
 from .syntax import parse
 from .docs import latex
+from .check import check
+from .table import table
+from .plot import plot
 
 __version__ = "0.1.0"
 
 __all__ = ["ActdslError", "Activation", "ArrayTypeError", "Kernel", "ParameterError",
-           "SpecSyntaxError", "UnknownActivationError", "check_derivative", "compile", "latex",
-           "parse", "register", "sym", "unregister", "__version__"]
+           "SpecSyntaxError", "UnknownActivationError", "check", "check_derivative", "compile",
+           "latex", "parse", "plot", "register", "sym", "table", "unregister", "__version__"]

@@ -1,8 +1,14 @@
-"""The ``actdsl`` command."""
+"""The ``actdsl`` command: compile, check, document and measure activation specs.
+
+Exit codes: 0 success; 1 a check or gradient comparison failed; 2 bad input (a spec that does
+not parse, an unknown name, a bad option). Errors go to stderr, spec errors with a caret.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 
@@ -10,14 +16,26 @@ from . import compile as compile_spec, latex
 from .errors import ActdslError
 
 DEMO_SPECS = ["relu", "softplus", "tanh+norm:z", "maxout:3", "prelu(r=0.1)+softmax"]
+BACKENDS = ("numpy", "numba", "cuda")
+
+
+def progress(i: int, total: int, label: str = "", stream=None) -> None:
+    """A one-line progress bar on stderr (a terminal or a log: it only appends or rewrites)."""
+    stream = stream or sys.stderr
+    width = 30
+    done = int(width * i / max(total, 1))
+    end = "\n" if i >= total else ""
+    stream.write(f"\r[{'#' * done}{'.' * (width - done)}] {i}/{total} {label[:40]:<40}{end}")
+    stream.flush()
 
 
 def _demo(args) -> int:
-    """Compile a few specs, show their formulas and check their gradients by finite differences."""
+    """Compile a few specs, check their gradients by finite differences, print the seed table."""
+    from .table import SEED_KEYS, table
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4, 6)) * 2
     g = rng.normal(size=x.shape)
-    print(f"actdsl demo: {len(DEMO_SPECS)} specs on a 4x6 float64 array\n")
+    print(f"actdsl demo: {len(DEMO_SPECS)} specs on a 4x6 float64 array, backend {args.backend}\n")
     worst = 0.0
     for text in DEMO_SPECS:
         k = compile_spec(text, backend=args.backend)
@@ -37,7 +55,9 @@ def _demo(args) -> int:
         print(f"{'':<22} y[0] = {np.array2string(y[0], precision=3, suppress_small=True)}")
         print(f"{'':<22} vjp vs finite differences: max rel. error {err:.1e}\n")
     ok = worst < 1e-5
-    print("all gradients agree" if ok else "GRADIENT MISMATCH")
+    print("all gradients agree\n" if ok else "GRADIENT MISMATCH\n")
+    print("The seed's activations:\n")
+    print(table("markdown", keys=SEED_KEYS))
     return 0 if ok else 1
 
 
@@ -49,6 +69,14 @@ def _show(args) -> int:
     print(f"derivative: {latex(k.text, derivative=True)}")
     for p in k.params:
         print(f"parameter:  {p.name}, shape per unit {p.shape}: {p.description}")
+    if not k.params:
+        print("parameters: none")
+    return 0
+
+
+def _compile(args) -> int:
+    k = compile_spec(args.spec, backend=args.backend)
+    sys.stdout.write(k.source)
     return 0
 
 
@@ -57,23 +85,144 @@ def _latex(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="actdsl", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="compile a few specs and check their gradients")
+def _check(args) -> int:
+    from .check import check
+    report = check(args.spec, backend=args.backend, dtype=args.dtype, full=args.full)
+    print(report)
+    return 0 if report.passed else 1
+
+
+def _table(args) -> int:
+    from .table import SEED_KEYS, table
+    sys.stdout.write(table(args.format, keys=SEED_KEYS if args.seed else None))
+    return 0
+
+
+def _plot(args) -> int:
+    from .plot import plot
+    plot(args.spec, args.output, lo=args.lo, hi=args.hi)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _bench(args) -> int:
+    """Forward and VJP of one spec against a memory copy of the same bytes (medians)."""
+    try:
+        rows, units = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        raise ActdslError(f"--size must look like 1024x1024, not {args.size!r}") from None
+    k = compile_spec(args.spec, backend=args.backend)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(rows, units)).astype(args.dtype)
+    g = rng.normal(size=x.shape).astype(args.dtype)
+    out = np.empty_like(x)
+    p = k.init_params(units)
+
+    def median(fn):
+        fn()
+        times = []
+        for i in range(args.repeat):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+            progress(i + 1, args.repeat, "timing")
+        return float(np.median(times)) * 1e3
+
+    copy = median(lambda: np.copyto(out, x))
+    fwd = median(lambda: k(x, out=out, **p))
+    vjp = median(lambda: k.vjp(x, g, out=out, **p))
+    print(f"{k.text} on {rows}x{units} {args.dtype}, backend {args.backend}, "
+          f"median of {args.repeat}:")
+    print(f"  memcpy   {copy:9.3f} ms")
+    print(f"  forward  {fwd:9.3f} ms   {fwd / copy:5.2f}x memcpy")
+    print(f"  vjp      {vjp:9.3f} ms   {vjp / (1.5 * copy):5.2f}x memcpy of its bytes")
+    return 0
+
+
+def write_docs(outdir: Path, keys=None, stream=None) -> list[Path]:
+    """The reference page: the table (Markdown and HTML) and a gallery of every built-in."""
+    from .plot import plot
+    from .table import rows, table
+    outdir = Path(outdir)
+    (outdir / "gallery").mkdir(parents=True, exist_ok=True)
+    written = []
+    keys = [r.key for r in rows() if not r.custom] if keys is None else list(keys)
+    for i, key in enumerate(keys):
+        name = key.replace(":", "_")
+        spec = "maxout:3" if key == "maxout" else key
+        path = outdir / "gallery" / f"{name}.png"
+        plot(spec, path)
+        written.append(path)
+        progress(i + 1, len(keys), key, stream)
+    (outdir / "activations.html").write_text(table("html"), encoding="utf-8")
+    (outdir / "activations.md").write_text(table("markdown"), encoding="utf-8")
+    gallery = "\n".join(f"### `{k}`\n\n![{k}](gallery/{k.replace(':', '_')}.png)\n" for k in keys)
+    (outdir / "README.md").write_text(
+        "# actdsl reference\n\nRegenerate with `actdsl docs docs/`. The table is also a "
+        "[standalone HTML page](activations.html) (MathML: renders offline).\n\n"
+        + table("markdown") + "\n## Gallery\n\ng(z) and g'(z) (row-wise keys: one row z = -5..5, "
+        "and the Jacobian's diagonal).\n\n" + gallery, encoding="utf-8")
+    written += [outdir / "activations.html", outdir / "activations.md", outdir / "README.md"]
+    return written
+
+
+def _docs(args) -> int:
+    written = write_docs(Path(args.outdir))
+    print(f"wrote {len(written)} files under {args.outdir}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="actdsl", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name, help_, run):
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(run=run)
+        return p
+
+    p = add("demo", "compile a few specs, check their gradients, print the seed table", _demo)
     p.add_argument("--backend", default="numpy", choices=["numpy", "numba"])
-    p.set_defaults(run=_demo)
-    p = sub.add_parser("show", help="canonical form, formula, derivative and parameters of SPEC")
+    p = add("show", "canonical form, formula, derivative and parameters of SPEC", _show)
     p.add_argument("spec")
-    p.add_argument("--backend", default="numpy")
-    p.set_defaults(run=_show)
-    p = sub.add_parser("latex", help="LaTeX of SPEC")
+    p.add_argument("--backend", default="numpy", choices=BACKENDS)
+    p = add("compile", "print the source actdsl generates for SPEC", _compile)
+    p.add_argument("spec")
+    p.add_argument("--backend", default="numpy", choices=BACKENDS)
+    p = add("latex", "LaTeX of SPEC (or of its derivative)", _latex)
     p.add_argument("spec")
     p.add_argument("--derivative", action="store_true")
-    p.set_defaults(run=_latex)
-    args = parser.parse_args(argv)
+    p = add("check", "check SPEC symbolically, against mpmath and by finite differences", _check)
+    p.add_argument("spec")
+    p.add_argument("--backend", action="append", choices=BACKENDS,
+                   help="repeatable; default numpy and numba")
+    p.add_argument("--dtype", action="append", choices=["float32", "float64"],
+                   help="repeatable; default both")
+    p.add_argument("--full", action="store_true", help="every binade of the dtype (slow)")
+    p = add("table", "the activation table", _table)
+    p.add_argument("--format", default="markdown", choices=["markdown", "rst", "latex", "html"])
+    p.add_argument("--seed", action="store_true", help="only the seed's 19 keys")
+    p = add("plot", "draw g and g' of SPEC to a file", _plot)
+    p.add_argument("spec")
+    p.add_argument("-o", "--output", required=True, help="PNG, SVG or PDF file")
+    p.add_argument("--lo", type=float, default=-5.0)
+    p.add_argument("--hi", type=float, default=5.0)
+    p = add("bench", "time forward and VJP of SPEC against a memory copy", _bench)
+    p.add_argument("spec")
+    p.add_argument("--backend", default="numba", choices=BACKENDS)
+    p.add_argument("--size", default="1024x1024", help="ROWSxUNITS (default 1024x1024)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--repeat", type=int, default=15)
+    p = add("docs", "regenerate the reference page (table and gallery) in OUTDIR", _docs)
+    p.add_argument("outdir")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
         return args.run(args)
     except ActdslError as e:
         print(f"actdsl: error: {e}", file=sys.stderr)
-        return 1
+        return 2

@@ -11,7 +11,7 @@ import sympy as sp
 
 from .ir import RowMax, RowShift, RowSum, row_mean, row_std
 from .registry import REGISTRY, Definition, Hyper, ParamDecl
-from .stable import expm1, ncdf, shifted, sigmoid, softplus, tanh
+from .stable import expm1, ncdf, shifted, sigmoid, softplus, softsign, tanh, tanhshrink
 
 Pw = sp.Piecewise
 
@@ -100,10 +100,14 @@ _add("norm:z", "z-score normalization",
 
 _LEAK = ParamDecl("r", _const(0.1), description="leak: slope for z < 0, one per unit (init 0.1)")
 _GAIN = ParamDecl("g", _const(1.0), description="gain: slope for z > 0, one per unit (init 1)")
-_add("prelu", "relu with parametric leak", lambda u, h, p: pos(u) - pos(-p["r"] * u),
+# as branches on the sign of z, not max(0, z) - max(0, -r z): -r z underflows to 0 for tiny
+# negative z, which selected the wrong branch there. At z = 0 the zero branch, as max selects.
+_add("prelu", "relu with parametric leak",
+     lambda u, h, p: Pw((u, u > 0), (0, sp.Eq(u, 0)), (p["r"] * u, True)),
      lambda u, h, p: sp.Max(0, u) - sp.Max(0, -p["r"] * u), params=(_LEAK,), aliases=("leaky-relu",),
      note="theanets also calls it leaky-relu; PyTorch's fixed-slope version is leaky_relu.")
-_add("lgrelu", "relu with leak and gain", lambda u, h, p: pos(p["g"] * u) - pos(-p["r"] * u),
+_add("lgrelu", "relu with leak and gain",
+     lambda u, h, p: Pw((p["g"] * u, u > 0), (0, sp.Eq(u, 0)), (p["r"] * u, True)),
      lambda u, h, p: sp.Max(0, p["g"] * u) - sp.Max(0, -p["r"] * u), params=(_GAIN, _LEAK),
      aliases=("leaky-gain-relu",))
 
@@ -153,10 +157,11 @@ _elementwise("hardswish", "hard swish", lambda u: u * (clip(u, -3, 3) / 6 + sp.R
 _elementwise("silu", "sigmoid-weighted linear", lambda u: u * sigmoid(u),
              lambda u: u / (1 + sp.exp(-u)), aliases=("swish",))
 _elementwise("mish", "self-regularized non-monotonic", lambda u: u * tanh(softplus(u)))
-_elementwise("softsign", "soft sign", lambda u: u / (1 + sp.Abs(u)))
+_elementwise("softsign", "soft sign", softsign, lambda u: u / (1 + sp.Abs(u)))
 _elementwise("logsigmoid", "log of the logistic sigmoid", lambda u: -softplus(-u),
              lambda u: sp.log(1 / (1 + sp.exp(-u))), aliases=("log_sigmoid",))
-_elementwise("tanhshrink", "z minus its tanh", lambda u: u - tanh(u), aliases=("tanh_shrink",))
+_elementwise("tanhshrink", "z minus its tanh", tanhshrink, lambda u: u - sp.tanh(u),
+             aliases=("tanh_shrink",))
 LAMBD = Hyper("lambd", 0.5, minimum=0.0, description="half-width of the dead zone")
 _add("softshrink", "soft shrinkage",
      lambda u, h, p: Pw((u + h["lambd"], u < -h["lambd"]), (0, u <= h["lambd"]), (u - h["lambd"], True)),

@@ -161,6 +161,42 @@ class ncdf(Primitive):
         return _power(r"\Phi\left(%s\right)" % printer._print(self.args[0]), exp)
 
 
+class tanhshrink(Primitive):
+    """u - tanh(u) without cancellation: near 0 it is u·q/(1+q) with q from Lambert's continued
+    fraction tanh u = u/(1 + u²/(3 + u²/(5 + ...))) (12 levels: 6e-21 relative for |u| < 2)."""
+
+    nargs = 1
+    impl = {"numpy": "tanhshrink", "numba": "vm.tanhshrink"}
+
+    def elementary(self):
+        return self.args[0] - sp.tanh(self.args[0])
+
+    def fdiff(self, argindex=1):
+        return tanh(self.args[0]) ** 2
+
+    def _latex(self, printer, exp=None):
+        u = printer._print(self.args[0])
+        return _power(r"\left(%s - \tanh\left(%s\right)\right)" % (u, u), exp)
+
+
+class softsign(Primitive):
+    """u/(1+|u|), whose derivative is 1/(1+|u|)²: SymPy's quotient rule would give
+    1/(1+|u|) - |u|/(1+|u|)², which cancels to nothing for large |u|."""
+
+    nargs = 1
+    impl = {"numpy": "softsign", "numba": "vm.softsign"}
+
+    def elementary(self):
+        return self.args[0] / (1 + sp.Abs(self.args[0]))
+
+    def fdiff(self, argindex=1):
+        return 1 / (1 + sp.Abs(self.args[0])) ** 2
+
+    def _latex(self, printer, exp=None):
+        u = printer._print(self.args[0])
+        return _power(r"\frac{%s}{1 + \left|%s\right|}" % (u, u), exp)
+
+
 class tanh(sp.tanh):
     """tanh whose derivative is sech², not 1 - tanh², which is 0 instead of 3e-77 at 88.8."""
 
@@ -168,7 +204,7 @@ class tanh(sp.tanh):
         return sp.sech(self.args[0]) ** 2
 
 
-PRIMITIVES = (sigmoid, softplus, expm1, log1p, shifted, sqrt0, ncdf)
+PRIMITIVES = (sigmoid, softplus, expm1, log1p, shifted, sqrt0, ncdf, tanhshrink, softsign)
 
 
 def to_elementary(expr: sp.Expr) -> sp.Expr:

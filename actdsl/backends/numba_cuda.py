@@ -89,6 +89,22 @@ def softplus(x):
 
 
 @cuda.jit(device=True)
+def softsign(x):
+    return x / (ONE + abs(x))
+
+
+@cuda.jit(device=True)
+def tanhshrink(x):
+    small = abs(x) < TWO
+    xs = x if small else ZERO
+    x2 = xs * xs
+    q = ZERO
+    for k in range(12, 0, -1):
+        q = x2 / (F(2 * k + 1) + q)
+    return xs * q / (ONE + q) if small else x - tanh(x)
+
+
+@cuda.jit(device=True)
 def sech(x):
     e = exp(-abs(x))
     return TWO * e / (ONE + e * e)
@@ -149,7 +165,8 @@ class CudaEmitter(NumbaEmitter):
                  sp.atan: "atan", sp.asinh: "asinh", sp.erf: "erf", sp.erfc: "erfc",
                  sp.Abs: "abs", sp.floor: "floor_", sp.ceiling: "ceil_"}
     primitives = {"sigmoid": "sigmoid", "softplus": "softplus", "expm1": "expm1",
-                  "log1p": "log1p", "shifted": "shifted", "sqrt0": "sqrt", "ncdf": "ncdf"}
+                  "log1p": "log1p", "shifted": "shifted", "sqrt0": "sqrt", "ncdf": "ncdf",
+                  "tanhshrink": "tanhshrink", "softsign": "softsign"}
 
     def __init__(self, names, constants: dict):
         super().__init__(names, anchor="")

@@ -23,6 +23,21 @@ def softplus(x):
     return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
 
 
+def softsign(x):
+    return x / (1 + np.abs(x))
+
+
+def tanhshrink(x):
+    """x - tanh(x); Lambert's continued fraction for |x| < 2, where the difference cancels."""
+    small = np.abs(x) < 2
+    xs = np.where(small, x, 0)
+    x2 = xs * xs
+    q = np.zeros_like(x2)
+    for k in range(12, 0, -1):
+        q = x2 / (2 * k + 1 + q)
+    return np.where(small, xs * q / (1 + q), x - np.tanh(x))
+
+
 def sech(x):
     return 1 / np.cosh(x)  # cosh overflows to inf exactly where sech underflows to 0
 

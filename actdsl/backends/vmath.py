@@ -125,6 +125,23 @@ def tanh(x):
 
 
 @njit(**JIT)
+def softsign(x):
+    return x / (ONE + abs(x))
+
+
+@njit(**JIT)
+def tanhshrink(x):
+    """x - tanh(x); Lambert's continued fraction for |x| < 2, where the difference cancels."""
+    small = abs(x) < TWO
+    xs = x if small else ZERO
+    x2 = xs * xs
+    q = ZERO
+    for k in range(12, 0, -1):
+        q = x2 / (F(2 * k + 1) + q)
+    return xs * q / (ONE + q) if small else x - tanh(x)
+
+
+@njit(**JIT)
 def sigmoid(x):
     e = exp(-abs(x))
     d = ONE / (ONE + e)
@@ -200,7 +217,7 @@ _F32 = cache.load(_source(np.float32, np.int32, 23, 127, exp_degree=7, expm1_deg
                           log_terms=5, exp_lo=-104.0, exp_hi=89.0, tanh_one=9.5, up_bits=25,
                           ln2_hi=0.693359375, ln2_lo=-2.12194440e-4))
 MODULES = f"{_F32.__name__}, {_F64.__name__}"
-NAMES = ("exp", "expm1", "log", "log1p", "tanh", "sigmoid", "softplus", "sech", "shifted",
+NAMES = ("exp", "expm1", "log", "log1p", "tanh", "tanhshrink", "softsign", "sigmoid", "softplus", "sech", "shifted",
          "order_key", "lowest_key", "ncdf")
 F64 = {name: getattr(_F64, name) for name in NAMES}
 F32 = {name: getattr(_F32, name) for name in NAMES}
@@ -242,6 +259,8 @@ expm1 = _dispatching("expm1", 1)
 log = _dispatching("log", 1)
 log1p = _dispatching("log1p", 1)
 tanh = _dispatching("tanh", 1)
+tanhshrink = _dispatching("tanhshrink", 1)
+softsign = _dispatching("softsign", 1)
 sigmoid = _dispatching("sigmoid", 1)
 softplus = _dispatching("softplus", 1)
 sech = _dispatching("sech", 1)
