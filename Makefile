@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test bench clean
+.PHONY: demo test interop bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q
+
+# The optional integrations (PyTorch's CPU build, JAX, Dask, xarray), so that their tests run
+interop: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[interop]' torch==2.13.0
 
 # The benchmark and its peers (PyTorch CPU, JAX, numexpr); writes benchmarks/results/*.json
 bench: $(STAMP)

@@ -89,6 +89,16 @@ def as_float_array(x, what: str = "input") -> np.ndarray:
     raise ArrayTypeError(f"{what} has dtype {a.dtype}; expected an array of real numbers")
 
 
+def _lazy_kind(x) -> str | None:
+    """'dask' for a dask array, 'xarray' for an xarray DataArray, else None (no imports)."""
+    module = type(x).__module__
+    if module.startswith("dask.array"):
+        return "dask"
+    if module.startswith("xarray.") and type(x).__name__ == "DataArray":
+        return "xarray"
+    return None
+
+
 def _on_cuda(x) -> bool:
     try:
         return hasattr(x, "__cuda_array_interface__")
@@ -111,6 +121,11 @@ class Kernel:
 
     def __repr__(self) -> str:
         return f"<actdsl.Kernel {self.text!r} backend={self.backend}>"
+
+    def __reduce__(self):
+        # a kernel pickles as its spec: Dask workers (other processes) compile it again, from
+        # their own cache. Custom activations must be registered in those processes too.
+        return compile, (self.text, self.backend)
 
     # -- symbolic views --------------------------------------------------------------------------
     @property
@@ -152,6 +167,10 @@ class Kernel:
         return self._runner.gufunc
 
     def __call__(self, x, axis: int = -1, out=None, stream=None, **params):
+        lazy = _lazy_kind(x)
+        if lazy:
+            from . import lazy as lz
+            return lz.forward(self, lazy, x, axis, out, params)
         kw = self._stream_kw(x, stream)
         if "device" in kw:
             return self._device("forward", kw["device"], axis, out, stream, params)
@@ -177,6 +196,10 @@ class Kernel:
         if self.rowwise:
             raise ActdslError(f"{self.text!r} is row-wise: each output depends on the whole row, "
                               "so there is no elementwise derivative; use vjp(x, dy)")
+        lazy = _lazy_kind(x)
+        if lazy:
+            from . import lazy as lz
+            return lz.derivative(self, lazy, x, axis, params)
         kw = self._stream_kw(x, stream)
         if "device" in kw:
             return self._device("derivative", kw["device"], axis, None, stream, params)
@@ -189,6 +212,10 @@ class Kernel:
             **params):
         """dL/dx given dL/dy (and, ``with_params``, dL/dθ for every learnable parameter).
         ``out`` receives dL/dx (same shape and dtype as x's result)."""
+        lazy = _lazy_kind(x)
+        if lazy:
+            from . import lazy as lz
+            return lz.vjp(self, lazy, x, dy, axis, with_params, out, params)
         kw = self._stream_kw(x, stream)
         if "device" in kw:
             return self._device("vjp", kw["device"], axis, out, stream, params, dy=dy,
