@@ -58,24 +58,15 @@ def _gufunc(func, x, axis, dtype, *more):
                            output_dtypes=dtype, allow_rechunk=False)
 
 
-def _dask_forward(kernel, x, axis, params):
+def _dask_map(method, kernel, x, axis, params):
+    """``method`` (kernel.__call__ or kernel.derivative) over blocks, or over whole rows."""
     params = _small(params)
     dtype = _out_dtype(x)
     if not _needs_rows(kernel):
-        return x.map_blocks(functools.partial(kernel.__call__, **params), dtype=dtype)
+        return x.map_blocks(functools.partial(method, **params), dtype=dtype)
     axis = _axis(x, axis)
     _whole_rows(kernel, x, axis)
-    return _gufunc(functools.partial(kernel.__call__, axis=-1, **params), x, axis, dtype)
-
-
-def _dask_derivative(kernel, x, axis, params):
-    params = _small(params)
-    dtype = _out_dtype(x)
-    if not _needs_rows(kernel):
-        return x.map_blocks(functools.partial(kernel.derivative, **params), dtype=dtype)
-    axis = _axis(x, axis)
-    _whole_rows(kernel, x, axis)
-    return _gufunc(functools.partial(kernel.derivative, axis=-1, **params), x, axis, dtype)
+    return _gufunc(functools.partial(method, axis=-1, **params), x, axis, dtype)
 
 
 def _vjp_block(kernel, params, x, g):
@@ -102,7 +93,7 @@ def forward(kernel, kind, x, axis, out, params):
     if out is not None:
         raise ParameterError("out= is for NumPy arrays; a Dask or xarray result is a new lazy array")
     if kind == "dask":
-        return _dask_forward(kernel, x, axis, params)
+        return _dask_map(kernel.__call__, kernel, x, axis, params)
     return _xarray(kernel, x, axis, lambda a, ax: kernel(a, axis=ax, **params))
 
 
@@ -110,7 +101,7 @@ def derivative(kernel, kind, x, axis, params):
     if kernel.rowwise:
         raise ActdslError(f"{kernel.text!r} is row-wise: use vjp(x, dy)")
     if kind == "dask":
-        return _dask_derivative(kernel, x, axis, params)
+        return _dask_map(kernel.derivative, kernel, x, axis, params)
     return _xarray(kernel, x, axis, lambda a, ax: kernel.derivative(a, axis=ax, **params))
 
 
