@@ -175,3 +175,14 @@ def test_dask_distributed_local_cluster(tmp_path):
             got = client.compute(k(d)).result()
             np.testing.assert_allclose(got, k(x), rtol=1e-15, atol=1e-15)
         assert len(client.scheduler_info()["workers"]) == 2
+
+
+def test_dask_through_the_ufunc_protocol():
+    """kernel.ufunc is a NumPy ufunc: Dask applies it lazily through __array_ufunc__."""
+    da = need("dask.array")
+    k = actdsl.compile("softplus", backend="numba")
+    x = np.random.default_rng(8).normal(size=(30, 10)).astype(np.float32)
+    d = da.from_array(x, chunks=(7, 5))
+    y = k.ufunc(d)
+    assert type(y).__module__.startswith("dask") and y.dtype == np.float32
+    np.testing.assert_array_equal(y.compute(), k(x))
