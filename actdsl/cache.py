@@ -12,7 +12,6 @@ directory cannot be used, modules are compiled in memory with a warning (no cros
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import pickle
 import pickletools
@@ -63,6 +62,8 @@ def _write_atomically(path: Path, source: str):
 
 def load(source: str) -> types.ModuleType:
     """Import ``source`` from the cache directory (writing it if missing or damaged)."""
+    from .backends.emit import check_generated
+    check_generated(source)
     key = source_key(source)
     name = f"actdsl_generated_{key}"
     with _lock:
@@ -79,7 +80,7 @@ def load(source: str) -> types.ModuleType:
             if current != source:
                 _write_atomically(path, source)
             _scrub_numba_cache(path)
-            module = _import_file(name, path)
+            module = _import_file(name, path, source)
         except OSError as e:
             _warn_once(f"actdsl: cannot use the cache directory {directory} ({e.strerror or e}); "
                        "compiling in memory, so new processes compile again. Set ACTDSL_CACHE_DIR "
@@ -111,17 +112,21 @@ def _scrub_numba_cache(path: Path) -> None:
             f.unlink(missing_ok=True)  # Numba recompiles and writes it again
 
 
-def _import_file(name: str, path: Path) -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _import_file(name: str, path: Path, source: str) -> types.ModuleType:
+    """The module compiled from ``source`` (checked, in memory), under the file's name: Numba
+    keys its cache on that file, but what runs is never read back from disk, where another
+    process or user could have changed it since."""
+    return _execute(name, str(path), source)
 
 
 def _import_memory(name: str, source: str) -> types.ModuleType:
+    # Numba cannot cache functions that do not live in a file
+    return _execute(name, f"<{name}>", source.replace("cache=True", "cache=False"))
+
+
+def _execute(name: str, filename: str, source: str) -> types.ModuleType:
     module = types.ModuleType(name)
-    module.__file__ = f"<{name}>"
-    # compiler-made source; Numba cannot cache functions that do not live in a file
-    code = compile(source.replace("cache=True", "cache=False"), module.__file__, "exec")
-    exec(code, module.__dict__)
+    module.__file__ = filename
+    # compiler-made source, checked by emit.check_generated in load()
+    exec(compile(source, filename, "exec"), module.__dict__)
     return module

@@ -5,13 +5,13 @@ from actdsl's exact derivative. Works under ``jit``, ``grad`` and ``vmap``.
     y = f(x)                              # x: (..., n) jax array; axis=-1 is the row axis
     g = jax.grad(lambda x: f(x).sum())(x)
 
-The code is the NumPy backend's generated source, evaluated with ``jax.numpy`` in place of NumPy
-and a JAX runtime of the same stable primitives (no text from the user is evaluated).
+The code is the NumPy backend's generated source (checked to hold only the compiler's words),
+executed with ``jax.numpy`` in place of NumPy and the NumPy backend's runtime made over
+``jax.numpy``.
 """
 from __future__ import annotations
 
 import contextlib
-import math
 import types
 
 try:
@@ -21,6 +21,9 @@ try:
 except ImportError as e:  # pragma: no cover - depends on the installation
     raise ImportError("actdsl.jax needs JAX: pip install jax") from e
 
+from .backends import numpy as _numpy_backend
+from .backends.numpy_runtime import make as make_runtime
+from .cache import source_key
 from .compiler import compile as _compile
 from .errors import ActdslError
 
@@ -36,58 +39,15 @@ class _Numpy(types.SimpleNamespace):
         return contextlib.nullcontext()
 
 
-def _sigmoid(x):
-    e = jnp.exp(-jnp.abs(x))
-    return jnp.where(x >= 0, 1 / (1 + e), e / (1 + e))
-
-
-def _tanhshrink(x):
-    small = jnp.abs(x) < 2
-    xs = jnp.where(small, x, 0)
-    x2 = xs * xs
-    q = jnp.zeros_like(x2)
-    for k in range(12, 0, -1):
-        q = x2 / (2 * k + 1 + q)
-    return jnp.where(small, xs * q / (1 + q), x - jnp.tanh(x))
-
-
-def _nan_through(value, *operands):
-    for op in operands:
-        value = jnp.where(op != op, op, value)
-    return value
-
-
-def _b(x, like):
-    return jnp.broadcast_to(x, like.shape)
-
-
-RUNTIME = types.SimpleNamespace(
-    expm1=jnp.expm1, log1p=jnp.log1p, sqrt=jnp.sqrt, sigmoid=_sigmoid,
-    softplus=lambda x: jnp.maximum(x, 0) + jnp.log1p(jnp.exp(-jnp.abs(x))),
-    softsign=lambda x: x / (1 + jnp.abs(x)), tanhshrink=_tanhshrink,
-    sech=lambda x: 1 / jnp.cosh(x), shifted=lambda a, b: jnp.where(a == b, 0, a - b),
-    erf=jsp.erf, erfc=jsp.erfc, ncdf=lambda x: jsp.erfc(-x * 0.7071067811865476) / 2,
-    nan_through=_nan_through,
-    rowsum=lambda x, like: jnp.sum(_b(x, like), axis=-1, keepdims=True),
-    rowmax=lambda x, like: jnp.max(_b(x, like), axis=-1, keepdims=True),
-    argmax=lambda x, like: jnp.argmax(_b(x, like), axis=-1, keepdims=True),
-    take=lambda x, index, like: jnp.take_along_axis(_b(x, like), index, axis=-1),
-    at=lambda index, x, like: jnp.where(jnp.arange(like.shape[-1]) == index, x, 0),
-)
-
-
-def _namespace(source: str, key: str) -> dict:
-    ns = {"np": _Numpy(), "_rt": RUNTIME, "math": math}
-    # compiler-made source (the NumPy backend's), names and numbers only
-    exec(compile(source, f"<actdsl-jax-{key}>", "exec"), ns)
-    return ns
+RUNTIME = make_runtime(jnp, jsp.erf, jsp.erfc)
 
 
 def function(spec: str, axis: int = -1):
     """``f(x, **params)``: ``spec`` on a JAX array, differentiable with actdsl's exact VJP.
     Parameters take the shapes ``Kernel`` takes: (units,), (units, pieces), (pieces,) or scalars."""
     k = _compile(spec)
-    ns = _namespace(k.source, k.text)
+    ns = _numpy_backend.load(k.source, source_key(k.source), xp=_Numpy(), runtime=RUNTIME,
+                             tag="jax")
     params = list(k.params)
     names = tuple(p.name for p in params)
 

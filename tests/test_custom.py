@@ -254,3 +254,57 @@ def test_unsupported_functions_and_stray_symbols_are_clear_errors(cleanup):
 
     with pytest.raises(actdsl.ActdslError, match="neither z nor a declared parameter"):
         actdsl.compile("stray")
+
+
+# -- nothing a user wrote reaches generated code ---------------------------------------------------
+def test_generated_code_holds_only_the_compilers_words(tmp_path):
+    """Names a user chose (activation, parameter, formula text) never appear in any backend's
+    generated source; the check that guards exec rejects a source that holds foreign words."""
+    from actdsl.backends import numba_cuda
+    from actdsl.backends.emit import check_generated
+
+    class Qqsentinelact(actdsl.Activation):
+        """A user's name and parameter names."""
+
+        params = {"wwsentinelparam": 0.3}
+
+        def __init__(self, xxsentinelhyper=2.0):
+            self.xxsentinelhyper = xxsentinelhyper
+
+        def __call__(self, z):
+            return actdsl.sym.where(z > 0, z * self.xxsentinelhyper, z * self.wwsentinelparam)
+
+    actdsl.register("yysentinelreg", sp.Symbol("z", real=True) ** 2 / 7, description="vvsentinel")
+    try:
+        for spec in ("qqsentinelact(xxsentinelhyper=3)+norm:z", "yysentinelreg+softmax",
+                     "{qqsentinelact(z, wwsentinelparam=0.1) * 1.25e-3 + yysentinelreg(z)}"):
+            for backend in ("numpy", "numba"):
+                k = actdsl.compile(spec, backend=backend)
+                sources = [k.source]
+                if backend == "numpy":
+                    sources += [numba_cuda.generate(k.plan, "key", d) for d in ("float32", "float64")]
+                for src in sources:
+                    assert "sentinel" not in src.lower(), (spec, backend)
+                    assert check_generated(src) == src
+    finally:
+        actdsl.unregister("qqsentinelact")
+        actdsl.unregister("yysentinelreg")
+    with pytest.raises(actdsl.ActdslError, match="not the compiler's"):
+        check_generated("def forward(z):\n    return qqsentinel(z)\n")
+    with pytest.raises(actdsl.ActdslError, match="not the compiler's"):
+        check_generated("x = 'rm -rf'\n")
+
+
+def test_the_cache_runs_what_it_generated_not_what_is_on_disk(tmp_path, monkeypatch):
+    """Between writing a module and importing it, the file is replaced (another process, another
+    user of a shared cache): what runs is the checked source in memory."""
+    from actdsl import cache
+    sentinel = tmp_path / "SENTINEL"
+    monkeypatch.setenv("ACTDSL_CACHE_DIR", str(tmp_path / "cache"))
+
+    def tamper(path):
+        path.write_text(f"open({str(sentinel)!r}, 'w')\nforward = None\n")
+
+    monkeypatch.setattr(cache, "_scrub_numba_cache", tamper)
+    module = cache.load("def forward(z):\n    return z\n")
+    assert module.forward(3) == 3 and not sentinel.exists()

@@ -7,13 +7,63 @@ reaches generated code, except numbers, which are printed as float literals.
 """
 from __future__ import annotations
 
+import io
 import itertools
+import re
+import tokenize
 
 import sympy as sp
 from sympy.logic.boolalg import BooleanFalse, BooleanTrue
 
 from ..errors import ActdslError
 from ..stable import Primitive
+
+
+#: Every word a generator writes into code: identifiers and string contents, split at "_" and
+#: digits (``lam_r12`` is "lam" and "r"). Generated source is checked against it before it is
+#: compiled (``check_generated``), so no identifier or string that a user wrote (an activation's
+#: name, a parameter's name, a formula's text) can reach ``exec`` or an import, whatever a change
+#: to a generator does: the check fails loudly instead. Numbers pass as number tokens; comments
+#: are not code. A new word in a generator belongs here.
+VOCABULARY = frozenset("""
+    A BIAS BIG BITS DP DX E ENABLE CUDASIM EXP F FULL False GY HALF HI I IDX INDEX INF INTEGRAL
+    IONE JIT LN LO LOG MANT MASK NAN NEG None ONE OUT P PART R RSQRT S SH SHARED SI SIGNLESS SIM
+    SLOTS SQRT T TANH TINY TPB TWO True UP WANT WARPS X Y ZERO
+    a abs acc actdsl all and arcsinh arctan argmax array as asinh at atan b backends big bits
+    blockDim blockIdx bool c cache ceil column config contract copysign cos cosh cuda d def der
+    derivative device dict down dp dtype dx dz dzj e ef else empty erf erfc error errstate exp
+    expm f fastmath finite flat float floor for forceinline forward from func fwd g getattr grid
+    gridDim gridsize gu gufunc guvectorize gy h half i ia ib if ignore import in inf int io ipow
+    j jit k key ki lam lane like lit log lowest m make math max mid model n nan ncdf nf njit nn
+    nogil not np nthr numba numpy nwarps o off ok or order out p pos py q r range reassoc return
+    row rowmax rows rowsum rt s sech shape shared shfl shifted sigmoid sin sinh size small
+    softplus softsign special sqrt square step sub sums sync syncthreads t take tan tanh
+    tanhshrink threadIdx through tid u ufunc v va vb vectorize vjp vm vmath void warp where while
+    with x xs y z
+""".split())
+
+
+def check_generated(source: str) -> str:
+    """``source`` if every identifier and string in it is made of :data:`VOCABULARY` words;
+    otherwise an ActdslError (a generator let foreign text into code)."""
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (tokenize.TokenError, SyntaxError) as e:
+        raise ActdslError(f"internal error: generated code does not tokenize ({e})") from None
+    for tok in tokens:
+        if tok.type in (tokenize.NAME, tokenize.STRING):
+            for word in re.findall(r"[A-Za-z]+", tok.string if tok.type == tokenize.NAME
+                                   else tok.string.strip("'\"")):
+                if word not in VOCABULARY:
+                    raise ActdslError(f"internal error: generated code holds {word[:40]!r}, which "
+                                      "is not the compiler's; nothing was run")
+    return source
+
+
+def run_generated(source: str, filename: str, namespace: dict) -> dict:
+    """Check and execute generated source in ``namespace`` (for backends that need no file)."""
+    exec(compile(check_generated(source), filename, "exec"), namespace)
+    return namespace
 
 
 class Emitter:

@@ -7,12 +7,13 @@ parameters; everything here is plain array arithmetic.
 from __future__ import annotations
 
 import linecache
+import math
 
 import numpy as np
 import sympy as sp
 
 from . import numpy_runtime
-from .emit import Emitter, Source
+from .emit import Emitter, Source, run_generated
 from ..derive import Plan
 from ..ir import RowMax, RowShift, RowSum, n, z
 
@@ -200,12 +201,17 @@ class Runner:
         return dz, sums
 
 
+def load(source: str, key: str, xp=np, runtime=None, tag: str = "numpy") -> dict:
+    """Generated NumPy-style source, checked and executed with ``np`` bound to ``xp`` (NumPy, or
+    jax.numpy for actdsl.jax) and ``_rt`` to the matching runtime; returns its namespace.
+    ``key`` names it in tracebacks and must be a hash, never a user's text."""
+    filename = f"<actdsl-{tag}-{key}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace = {"np": xp, "_rt": runtime or numpy_runtime.RUNTIME, "math": math}
+    return run_generated(source, filename, namespace)
+
+
 def build(plan: Plan, key: str) -> tuple[str, Runner]:
     """Generate, compile and load the module; returns its source and a runner."""
     source = generate(plan)
-    filename = f"<actdsl-numpy-{key}>"
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    namespace = {"np": np, "_rt": numpy_runtime, "math": __import__("math")}
-    # The source is compiler-made: names from _names/Emitter counters, numbers as float literals.
-    exec(compile(source, filename, "exec"), namespace)
-    return source, Runner(namespace)
+    return source, Runner(load(source, key))

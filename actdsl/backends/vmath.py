@@ -131,7 +131,7 @@ def softsign(x):
 
 @njit(**JIT)
 def tanhshrink(x):
-    """x - tanh(x); Lambert's continued fraction for |x| < 2, where the difference cancels."""
+    # x - tanh(x); Lambert's continued fraction for |x| < 2, where the difference cancels
     small = abs(x) < TWO
     xs = x if small else ZERO
     x2 = xs * xs
@@ -166,7 +166,7 @@ def shifted(a, b):
 
 @njit(**JIT)
 def ncdf(x):
-    """The standard normal CDF as erfc(-x/sqrt(2))/2 (libm's erfc: a scalar call)."""
+    # the standard normal CDF as erfc(-x/sqrt(2))/2 (libm's erfc: a scalar call)
     return F(HALF * math.erfc(-x * F(0.7071067811865476)))
 
 
@@ -175,8 +175,8 @@ SIGNLESS = I({signless})
 
 @njit(**JIT)
 def order_key(x):
-    """An integer that orders like x (integer max reductions vectorize; float ones with NaN
-    semantics do not). NaN is tracked apart by the caller."""
+    # an integer that orders like x (integer max reductions vectorize; float ones with NaN
+    # semantics do not). NaN is tracked apart by the caller.
     b = as_bits(x)
     return b ^ ((b >> I({width_minus_1})) & SIGNLESS)
 
