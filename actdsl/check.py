@@ -34,6 +34,7 @@ import mpmath
 import numpy as np
 import sympy as sp
 
+from .derive import to_piecewise
 from .errors import ActdslError
 from .ir import RowMax, RowReduction, RowSum, n, z
 from .stable import Primitive, to_elementary
@@ -452,7 +453,7 @@ def _sample_points(expr, rng) -> list:
 
 def _symbolic_elementwise(k, values, rng) -> list:
     params = _rational_params(values)
-    forward = to_elementary(_pw(k.expr)).xreplace(params)
+    forward = to_elementary(to_piecewise(k.expr)).xreplace(params)
     exact = sp.diff(forward, z)                        # SymPy's own rules, textbook functions
     generated = k.plan.dout_dz.xreplace(params)        # what the backends are generated from
     results = []
@@ -477,11 +478,6 @@ def _symbolic_elementwise(k, values, rng) -> list:
     return results
 
 
-def _pw(expr):
-    from .derive import to_piecewise
-    return to_piecewise(expr)
-
-
 def _expand_row(expr, zs: list, i: int, memo: dict):
     """y_i written out for an explicit row of symbols: reductions become sums and maxima."""
     def rw(e):
@@ -502,7 +498,7 @@ def _symbolic_rows(k, values, rng) -> list:
     size = 4
     zs = sp.symbols(f"zz0:{size}", real=True)
     params = _rational_params(values)
-    expr = to_elementary(_pw(k.expr)).xreplace(params)
+    expr = to_elementary(to_piecewise(k.expr)).xreplace(params)
     memo: dict = {}
     ys = [_expand_row(expr, zs, i, memo) for i in range(size)]
     # dyadic rationals: exact in binary, so mpmath holds them exactly at every precision
@@ -512,7 +508,7 @@ def _symbolic_rows(k, values, rng) -> list:
     rows.append([sp.Rational(3), sp.Rational(-3), sp.Rational(3), sp.Rational(1, 16)])
     for row in rows:
         g = [sp.Rational(rng.randint(-50, 50), 16) for _ in range(size)]
-        loss = _pw(sp.Add(*[gi * yi for gi, yi in zip(g, ys)]))
+        loss = to_piecewise(sp.Add(*[gi * yi for gi, yi in zip(g, ys)]))
         env = dict(zip(zs, [mpmath.mpf(v.p) / v.q for v in row]))
         exact = [exact_value(lambda j=j: MpEvaluator(env)(sp.diff(loss, zs[j]))) for j in range(size)]
         mp_row = [mpmath.mpf(v.p) / v.q for v in row]
@@ -627,7 +623,7 @@ def _numeric_elementwise(kernels, ref, values, dtype, rng, full, points) -> list
     # primitives stay (mpmath has accurate expm1, erfc...): SymPy's textbook forms cancel, and
     # would turn erfc(-x) into 2 - erfc(x); the symbolic check has tied their derivatives to
     # the textbook ones already
-    forward = _pw(ref.expr)
+    forward = to_piecewise(ref.expr)
     d1 = sp.diff(forward, z)
     d2 = sp.diff(d1, z)
     xs = grid(dtype, forward, rng, full, randoms=points or 200, coarse=bool(points and points < 100))
@@ -751,7 +747,7 @@ def _finite_differences(k, values, dtype, rng, count: int = 100) -> FiniteDiffer
     eps = float(np.finfo(dtype).eps)
     kp = _kernel_params(values, dtype)
     bound = 50 * eps ** (2 / 3)
-    kinks = [float(b) for b in _boundaries(to_elementary(_pw(k.expr)))] + [0.0] if not k.rowwise else []
+    kinks = [float(b) for b in _boundaries(to_elementary(to_piecewise(k.expr)))] + [0.0] if not k.rowwise else []
     if not k.rowwise:
         xs = []
         while len(xs) < count:

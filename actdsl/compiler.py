@@ -327,11 +327,11 @@ class Kernel:
             result = Y.reshape(*shape) if shape != kshape else Y
         if op == "forward":
             if X.size:
-                self._runner.forward_device(X, cols, Y, stream)
+                self._runner.map_device("forward", X, cols, Y, stream)
             return result
         if op == "derivative":
             if X.size:
-                self._runner.derivative_device(X, cols, Y, stream)
+                self._runner.map_device("derivative", X, cols, Y, stream)
             return result
         G = self._device_like(dy, "dy", shape, kshape, dtype, stream)
         columns = self._runner.vjp_device(X, G, cols, Y, stream, with_params) if X.size else \

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 import sympy as sp
 from sympy.printing.mathml import MathMLPresentationPrinter
 
-from .backends.latex import RowMean, _means, to_latex
+from .backends.latex import _means, to_latex
 from .derive import derivative as elementwise_derivative, jacobian_entry
 from .errors import ActdslError
-from .ir import RowMax, RowShift, RowSum
 from .registry import REGISTRY
 
 #: the theanets page's 19 keys, in its order
@@ -174,6 +173,7 @@ class MathML(MathMLPresentationPrinter):
     def _fenced(self, inner):
         return self._mrow(self._el("mo", "("), inner, self._el("mo", ")"))
 
+    # row reductions, by class name (RowSum, RowMax, RowShift; RowMean from backends.latex)
     def _print_RowSum(self, e):
         return self._mrow(self._el("mo", "∑"), self._fenced(self._print(e.args[0])))
 
@@ -287,6 +287,3 @@ def _html(rs) -> str:
     out.append("</ul></body></html>")
     return "\n".join(out) + "\n"
 
-
-__all__ = ["FORMATS", "SEED_KEYS", "Row", "RowMean", "RowMax", "RowShift", "RowSum", "rows",
-           "table", "mathml"]

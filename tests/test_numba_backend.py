@@ -53,29 +53,37 @@ def _assert_agree(a, b, dtype, rowwise, what, floor):
         f"{what}: max error {np.max(err[fin] / tol[fin]):.1f}x the bound")
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("spec", SPECS)
-def test_numba_agrees_with_numpy(spec, dtype):
+def assert_backend_agrees(kb, kp, spec, dtype, units, param_bound, same_shapes=False):
+    """Backend kernel ``kb`` against the NumPy kernel ``kp`` on random rows of ``units``:
+    forward, VJP, parameter gradients (within ``param_bound``) and, elementwise, the derivative."""
     rng = np.random.default_rng(zlib.crc32(spec.encode()))
-    kn, kp = pair(spec)
-    x = away_from_kinks(rng.normal(size=(5, 8)) * 3).astype(dtype)
+    x = away_from_kinks(rng.normal(size=(5, units)) * 3).astype(dtype)
     g = rng.normal(size=x.shape).astype(dtype)
-    p = params_for(kp, 8, rng)
-    y = kn(x, **p)
+    p = params_for(kp, units, rng)
+    y = kb(x, **p)
     assert y.dtype == dtype and y.shape == x.shape
-    assert_agree(y, kp(x, **p), dtype, kn.rowwise, f"{spec} forward")
-    dx, dp = kn.vjp(x, g, with_params=True, **p)
+    assert_agree(y, kp(x, **p), dtype, kb.rowwise, f"{spec} forward")
+    dx, dp = kb.vjp(x, g, with_params=True, **p)
     rx, rp = kp.vjp(x, g, with_params=True, **p)
     assert dx.dtype == dtype
     # a VJP's terms are of the size of dy: cancellation to ~0 is judged against that
-    assert_agree(dx, rx, dtype, kn.rowwise, f"{spec} vjp", floor=float(np.max(np.abs(g))))
+    assert_agree(dx, rx, dtype, kb.rowwise, f"{spec} vjp", floor=float(np.max(np.abs(g))))
     for name in p:
+        if same_shapes:
+            assert dp[name].shape == rp[name].shape
         # a parameter gradient sums over the batch: bound it by the size of the summed terms
-        assert np.allclose(dp[name], rp[name], rtol=BOUND[dtype] * 40, atol=BOUND[dtype] * 40), name
-    if not kn.rowwise:
+        assert np.allclose(dp[name], rp[name], rtol=param_bound, atol=param_bound), name
+    if not kb.rowwise:
         # near a zero of g' (mish' at -1.198) the result cancels: judge it against O(1) terms
-        assert_agree(kn.derivative(x, **p), kp.derivative(x, **p), dtype, False,
+        assert_agree(kb.derivative(x, **p), kp.derivative(x, **p), dtype, False,
                      f"{spec} derivative", floor=1.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("spec", SPECS)
+def test_numba_agrees_with_numpy(spec, dtype):
+    kn, kp = pair(spec)
+    assert_backend_agrees(kn, kp, spec, dtype, units=8, param_bound=BOUND[dtype] * 40)
 
 
 EXTREME = [0.0, -0.0, 1.0, -1.0, 1e4, -1e4, 88.8, -88.8, 710.0, -710.0, 1e-40, -1e-300,

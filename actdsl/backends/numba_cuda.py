@@ -19,6 +19,8 @@ functions in place of ``math``'s (which raise on overflow instead of returning i
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import sympy as sp
 
@@ -394,35 +396,21 @@ class _Gen:
           "tid = cuda.threadIdx.x", "nthr = cuda.blockDim.x", "nn = X.shape[1]", "nf = F(nn)",
           "lane = tid % 32", "warp = tid // 32", "nwarps = (nthr + 31) // 32")
 
-    def rows_forward(self):
+    def rows_map(self, name: str, reductions: bool):
+        """``name`` over rows: the forward (after the reduction passes) or the derivative."""
         em = self.emitter()
         s = self.src
-        self.rows_header("forward_rows", ["X", "Y"])
+        self.rows_header(name, ["X", "Y"])
         s("for i in range(cuda.blockIdx.x, X.shape[0], cuda.gridDim.x):")
         s.indent()
         s("x = X[i]", "y = Y[i]")
-        self.reduction_passes(em)
+        if reductions:
+            self.reduction_passes(em)
         s("for j in range(tid, nn, nthr):")
         s.indent()
         s(*self.load())
-        lines, (out,) = em.block([self.plan.out])
-        s(*lines, f"y[j] = {out}")
-        s.dedent()
-        s.dedent()
-        s.dedent()
-        s("")
-
-    def rows_derivative(self):
-        em = self.emitter()
-        s = self.src
-        self.rows_header("derivative_rows", ["X", "Y"])
-        s("for i in range(cuda.blockIdx.x, X.shape[0], cuda.gridDim.x):")
-        s.indent()
-        s("x = X[i]", "y = Y[i]", "for j in range(tid, nn, nthr):")
-        s.indent()
-        s(*self.load())
-        lines, (d,) = em.block([self.plan.dout_dz])
-        s(*lines, f"y[j] = z if z != z else {d}")
+        lines, (value,) = em.block([self.plan.out if reductions else self.plan.dout_dz])
+        s(*lines, f"y[j] = {value}" if reductions else f"y[j] = z if z != z else {value}")
         s.dedent()
         s.dedent()
         s.dedent()
@@ -501,10 +489,10 @@ def generate(plan: Plan, key: str, dtype: str = "float32") -> str:
         gen.flat_kernel("derivative_flat", "der", ["x"])
         gen.flat_kernel("vjp_flat", "vjp", ["x", "gy"])
     else:
-        gen.rows_forward()
+        gen.rows_map("forward_rows", reductions=True)
         gen.rows_vjp()
         if not plan.rowwise:
-            gen.rows_derivative()
+            gen.rows_map("derivative_rows", reductions=False)
     return gen.text()
 
 
@@ -520,13 +508,6 @@ def _cuda():
 def _units(a) -> int:
     shape = tuple(a.shape)
     return shape[-1] if shape else 1
-
-
-def _rows(a):
-    """A C-contiguous array as (rows, units), without copying."""
-    shape = tuple(a.shape)
-    units = shape[-1] if shape else 1
-    return a.reshape(a.size // units if units else 0, units)
 
 
 class Runner:
@@ -571,23 +552,13 @@ class Runner:
         return max(1, min(rows, sms * (2 if sim else 2048 // threads))), threads
 
     # -- device-level calls: arrays on the device in kernel_shape, C-contiguous -----------------
-    def forward_device(self, X, cols, Y, stream):
+    def map_device(self, name: str, X, cols, Y, stream):
+        """``name`` ("forward" or "derivative") from X into Y."""
         mod = self.module(X.dtype)
         if self.flat:
-            _launch(mod.forward_flat, self._flat_grid(X.size), stream, _shaped(X, 1), _shaped(Y, 1))
+            _launch(getattr(mod, f"{name}_flat"), self._flat_grid(X.size), stream, X, Y)
         else:
-            X2, Y2 = _shaped(X, 2), _shaped(Y, 2)
-            _launch(mod.forward_rows, self._rows_grid(*X2.shape), stream, X2, Y2, *cols)
-        return Y
-
-    def derivative_device(self, X, cols, Y, stream):
-        mod = self.module(X.dtype)
-        if self.flat:
-            _launch(mod.derivative_flat, self._flat_grid(X.size), stream, _shaped(X, 1),
-                    _shaped(Y, 1))
-        else:
-            X2, Y2 = _shaped(X, 2), _shaped(Y, 2)
-            _launch(mod.derivative_rows, self._rows_grid(*X2.shape), stream, X2, Y2, *cols)
+            _launch(getattr(mod, f"{name}_rows"), self._rows_grid(*X.shape), stream, X, Y, *cols)
         return Y
 
     def vjp_device(self, X, G, cols, DX, stream, with_params: bool = True):
@@ -596,13 +567,11 @@ class Runner:
         cuda = _cuda()
         mod = self.module(X.dtype)
         if self.flat:
-            _launch(mod.vjp_flat, self._flat_grid(X.size), stream, _shaped(X, 1), _shaped(G, 1),
-                    _shaped(DX, 1))
+            _launch(mod.vjp_flat, self._flat_grid(X.size), stream, X, G, DX)
             return []
-        X2, G2, D2 = _shaped(X, 2), _shaped(G, 2), _shaped(DX, 2)
-        rows, units = X2.shape
+        rows, units = X.shape
         blocks, threads = self._rows_grid(rows, units)
-        args = [X2, G2, D2, *cols]
+        args = [X, G, DX, *cols]
         if cols:
             shape = (len(cols), blocks, units) if with_params else (len(cols), 1, 1)
             part = cuda.device_array(shape, X.dtype, stream=stream)
@@ -625,25 +594,21 @@ class Runner:
         return _cuda().to_device(np.ascontiguousarray(a).reshape(self.kernel_shape(a.shape)),
                                  stream=stream)
 
-    def forward(self, xt, args, out=None, stream=None):
+    def _host_map(self, name, xt, args, out, stream):
         cuda, stream = _cuda(), as_stream(stream)
         X = self._to_device(xt, stream)
         Y = cuda.device_array(X.shape, xt.dtype, stream=stream)
-        self.forward_device(X, self._host_cols(args, _units(xt), xt.dtype, stream), Y, stream)
+        self.map_device(name, X, self._host_cols(args, _units(xt), xt.dtype, stream), Y, stream)
         y = out if out is not None else np.empty(xt.shape, xt.dtype)
         Y.copy_to_host(y.reshape(X.shape), stream=stream)
         stream.synchronize()
         return y
 
+    def forward(self, xt, args, out=None, stream=None):
+        return self._host_map("forward", xt, args, out, stream)
+
     def derivative(self, xt, args, stream=None):
-        cuda, stream = _cuda(), as_stream(stream)
-        X = self._to_device(xt, stream)
-        Y = cuda.device_array(X.shape, xt.dtype, stream=stream)
-        self.derivative_device(X, self._host_cols(args, _units(xt), xt.dtype, stream), Y, stream)
-        y = np.empty(xt.shape, xt.dtype)
-        Y.copy_to_host(y.reshape(X.shape), stream=stream)
-        stream.synchronize()
-        return y
+        return self._host_map("derivative", xt, args, None, stream)
 
     def vjp(self, xt, g, args, out=None, stream=None):
         cuda, stream = _cuda(), as_stream(stream)
@@ -746,20 +711,12 @@ def _direct_args(kernel, args, stream, check: bool):
     return out
 
 
-_FACTS: list = []
-
-
+@functools.lru_cache(maxsize=None)
 def _device_facts() -> tuple[bool, int]:
     """(simulated, multiprocessor count), read once per process."""
-    if not _FACTS:
-        from numba import config
-        sim = bool(getattr(config, "ENABLE_CUDASIM", 0))
-        _FACTS.append((sim, 1 if sim else _cuda().get_current_device().MULTIPROCESSOR_COUNT))
-    return _FACTS[0]
-
-
-def _shaped(a, ndim: int):
-    return a if len(a.shape) == ndim else a.reshape(a.size) if ndim == 1 else _rows(a)
+    from numba import config
+    sim = bool(getattr(config, "ENABLE_CUDASIM", 0))
+    return sim, 1 if sim else _cuda().get_current_device().MULTIPROCESSOR_COUNT
 
 
 _NUMBA_ARRAYS = ("DeviceNDArray", "FakeCUDAArray", "MappedNDArray")

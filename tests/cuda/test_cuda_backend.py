@@ -6,16 +6,15 @@ This module runs in a process of its own: under Numba's CUDA simulator in CI
 one is present (``ACTDSL_CUDA_TESTS=1 pytest tests/cuda``). The simulator proves the logic
 (indexing, reductions, synchronisation); ``test_gpu_only.py`` holds what only a GPU can show.
 """
-import zlib
 
 import numpy as np
 import pytest
 from numba import cuda
 
 import actdsl
-from conftest import away_from_kinks
 from reference import KINKS, ROWWISE
-from test_numba_backend import EXTREME, KEYS, SPECS, assert_agree, params_for
+from test_numba_backend import (EXTREME, KEYS, SPECS, assert_agree, assert_backend_agrees,
+                                params_for)
 
 SIMULATED = bool(getattr(cuda, "simulator", None)) and cuda.is_available() is not None \
     and type(cuda.to_device(np.zeros(1))).__name__ == "FakeCUDAArray"
@@ -33,26 +32,10 @@ def test_runs_where_intended():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("spec", SPECS)
 def test_cuda_agrees_with_numpy(spec, dtype):
-    rng = np.random.default_rng(zlib.crc32(spec.encode()))
-    kc, kp = pair(spec)
     # 11 units: longer than the simulator's 8-thread blocks, so threads loop over the row
-    x = away_from_kinks(rng.normal(size=(5, 11)) * 3).astype(dtype)
-    g = rng.normal(size=x.shape).astype(dtype)
-    p = params_for(kp, 11, rng)
-    y = kc(x, **p)
-    assert y.dtype == dtype and y.shape == x.shape
-    assert_agree(y, kp(x, **p), dtype, kc.rowwise, f"{spec} forward")
-    dx, dp = kc.vjp(x, g, with_params=True, **p)
-    rx, rp = kp.vjp(x, g, with_params=True, **p)
-    assert dx.dtype == dtype
-    assert_agree(dx, rx, dtype, kc.rowwise, f"{spec} vjp", floor=float(np.max(np.abs(g))))
-    bound = 16 * np.finfo(dtype).eps * 40
-    for name in p:
-        assert dp[name].shape == rp[name].shape
-        assert np.allclose(dp[name], rp[name], rtol=bound, atol=bound), name
-    if not kc.rowwise:
-        assert_agree(kc.derivative(x, **p), kp.derivative(x, **p), dtype, False,
-                     f"{spec} derivative", floor=1.0)
+    kc, kp = pair(spec)
+    assert_backend_agrees(kc, kp, spec, dtype, units=11, param_bound=16 * np.finfo(dtype).eps * 40,
+                          same_shapes=True)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
