@@ -326,6 +326,35 @@ def _vjp_needed(plan: Plan) -> set:
                              + list(plan.dbody_dr.values()) + at_argmax)
 
 
+def lambda_lines(plan: Plan) -> list[str]:
+    """λ_k = A_k + Σ_m λ_m S_mk, outermost reduction first (DESIGN.md, "Exact derivatives")."""
+    lines = []
+    for r in reversed(plan.grad_reductions()):
+        terms = [f"A_{r.symbol.name}"] + [f"lam_{m.name} * S_{m.name}_{k.name}"
+                                          for (m, k) in plan.dbody_dr if k == r.symbol]
+        lines.append(f"lam_{r.symbol.name} = " + " + ".join(terms))
+    return lines
+
+
+def final_terms(plan: Plan, texts: list[str], keys, zero: str) -> tuple[str, list[str]]:
+    """dz_j and each parameter's gradient term at element j, from the printed ``_vjp_final``
+    expressions; a row maximum's terms count only at its argmax (``zero`` elsewhere)."""
+    grad = plan.grad_reductions()
+    kind = {r.symbol: r.kind for r in grad}
+    fz, bz = texts[0], texts[1:1 + len(grad)]
+    fp = texts[1 + len(grad):1 + len(grad) + len(plan.params)]
+    bp = dict(zip(keys, texts[1 + len(grad) + len(plan.params):]))
+
+    def at_max(sym, text):
+        return f"({text} if j == i_{sym.name} else {zero})" if kind[sym] is RowMax else text
+
+    dz = [f"g * {fz}"] + [f"lam_{r.symbol.name} * {at_max(r.symbol, t)}" for r, t in zip(grad, bz)]
+    dps = [" + ".join([f"g * {fp[i]}"] + [f"lam_{k.name} * {at_max(k, bp[(k, q)])}"
+                                          for (k, q) in keys if q == p])
+           for i, p in enumerate(plan.params)]
+    return " + ".join(dz), dps
+
+
 def vjp_storage(plan: Plan) -> Storage:
     needed = _vjp_needed(plan)
     return Storage([[r.body for r in g if r.symbol in needed] for g in plan.depths]
@@ -410,10 +439,7 @@ def _rows_vjp(src: Source, plan: Plan, params: list[str]):
             src(f"z = x[i_{m.name}]", *[f"{p} = P{p[1:]}[i_{m.name}]" for p in params])
             lines, (t,) = em.block([e], prefix="x")
             src(*lines, f"S_{m.name}_{k.name} = {t}")
-    for r in reversed(grad):
-        terms = [f"A_{r.symbol.name}"] + [f"lam_{m.name} * S_{m.name}_{k.name}"
-                                          for (m, k) in plan.dbody_dr if k == r.symbol]
-        src(f"lam_{r.symbol.name} = " + " + ".join(terms))
+    src(*lambda_lines(plan))
     # the pass writing dz and accumulating parameter gradients
     src("for j in range(nn):")
     src.indent()
@@ -423,19 +449,9 @@ def _rows_vjp(src: Source, plan: Plan, params: list[str]):
     src(*store.loop_head(em, D + 1, exprs))
     lines, texts = em.block(exprs, prefix="d")
     src(*lines)
-    fz, bz = texts[0], texts[1:1 + len(grad)]
-    fp = texts[1 + len(grad):1 + len(grad) + len(plan.params)]
-    bp = dict(zip(keys, texts[1 + len(grad) + len(plan.params):]))
-
-    def at_max(sym, text):
-        return f"({text} if j == i_{sym.name} else vm.lit(nf, 0.0))" if kind[sym] is RowMax else text
-
-    dz = [f"g * {fz}"] + [f"lam_{r.symbol.name} * {at_max(r.symbol, t)}" for r, t in zip(grad, bz)]
-    src("dzj = " + " + ".join(dz), "dx[j] = z if z != z else dzj")
-    for i, p in enumerate(plan.params):
-        terms = [f"g * {fp[i]}"] + [f"lam_{k.name} * {at_max(k, bp[(k, q)])}"
-                                    for (k, q) in keys if q == p]
-        src(f"DP{i}[j] += " + " + ".join(terms))
+    dz, dps = final_terms(plan, texts, keys, zero="vm.lit(nf, 0.0)")
+    src(f"dzj = {dz}", "dx[j] = z if z != z else dzj")
+    src(*[f"DP{i}[j] += {t}" for i, t in enumerate(dps)])
     src.dedent()
     src.dedent()
     _row_prologue(src, em, at)

@@ -25,7 +25,8 @@ import numpy as np
 import sympy as sp
 
 from .emit import Source
-from .numba_cpu import NumbaEmitter, _vjp_final, _vjp_needed, _vjp_sums
+from .numba_cpu import (NumbaEmitter, _vjp_final, _vjp_needed, _vjp_sums, final_terms,
+                        lambda_lines)
 from ..derive import Plan
 from ..errors import ActdslError, ArrayTypeError, ParameterError
 from ..ir import RowMax, RowShift, RowSum, n, z
@@ -276,12 +277,17 @@ class _Gen:
         tree (the branch on SIM is resolved when Numba compiles, so the GPU code has no trace)."""
         s = self.src
         self.slots = max(self.slots, len(items))
+        def put(slot, indent=""):
+            for k, (op, v, iv) in enumerate(items):
+                s(f"{indent}SH[{k}, {slot}] = {v}", *([f"{indent}SI[{k}, {slot}] = {iv}"] if iv else []))
+
+        def get(slot):
+            for k, (op, v, iv) in enumerate(items):
+                s(f"{v} = SH[{k}, {slot}]", *([f"{iv} = SI[{k}, {slot}]"] if iv else []))
+
         s("if SIM:")
         s.indent()
-        for k, (op, v, iv) in enumerate(items):
-            s(f"SH[{k}, tid] = {v}")
-            if iv:
-                s(f"SI[{k}, tid] = {iv}")
+        put("tid")
         s("cuda.syncthreads()", "half = nthr // 2", "while half > 0:")
         s.indent()
         s("if tid < half:")
@@ -297,10 +303,7 @@ class _Gen:
         s.dedent()
         s("cuda.syncthreads()", "half //= 2")
         s.dedent()
-        for k, (op, v, iv) in enumerate(items):
-            s(f"{v} = SH[{k}, 0]")
-            if iv:
-                s(f"{iv} = SI[{k}, 0]")
+        get("0")
         s.dedent()
         s("else:")
         s.indent()
@@ -318,10 +321,7 @@ class _Gen:
 
         warp_pass()
         s("if lane == 0:")
-        for k, (op, v, iv) in enumerate(items):
-            s(f"    SH[{k}, warp] = {v}")
-            if iv:
-                s(f"    SI[{k}, warp] = {iv}")
+        put("warp", "    ")
         s("cuda.syncthreads()", "if warp == 0:")
         s.indent()
         identity = {"sum": "ZERO", "max": "NEG_INF", "argmax": "NEG_INF"}
@@ -331,16 +331,10 @@ class _Gen:
                 s(f"{iv} = SI[{k}, lane] if lane < nwarps else BIG_INDEX")
         warp_pass()
         s("if lane == 0:")  # a slot no warp wrote: nothing reads and writes one place at once
-        for k, (op, v, iv) in enumerate(items):
-            s(f"    SH[{k}, WARPS] = {v}")
-            if iv:
-                s(f"    SI[{k}, WARPS] = {iv}")
+        put("WARPS", "    ")
         s.dedent()
         s("cuda.syncthreads()")
-        for k, (op, v, iv) in enumerate(items):
-            s(f"{v} = SH[{k}, WARPS]")
-            if iv:
-                s(f"{iv} = SI[{k}, WARPS]")
+        get("WARPS")
         s.dedent()
         s("cuda.syncthreads()")
 
@@ -444,31 +438,17 @@ class _Gen:
                 s(f"z = x[i_{m.name}]", *[f"{p} = P{p[1:]}[i_{m.name}]" for p in self.params])
                 lines, (t,) = em.block([e], prefix="x")
                 s(*lines, f"S_{m.name}_{k.name} = {t}")
-        for r in reversed(grad):
-            terms = [f"A_{r.symbol.name}"] + [f"lam_{m.name} * S_{m.name}_{k.name}"
-                                              for (m, k) in plan.dbody_dr if k == r.symbol]
-            s(f"lam_{r.symbol.name} = " + " + ".join(terms))
+        s(*lambda_lines(plan))
         s("for j in range(tid, nn, nthr):")
         s.indent()
         s(*self.load(), "g = gy[j]")
         exprs, keys = _vjp_final(plan)
         lines, texts = em.block(exprs, prefix="d")
         s(*lines)
-        fz, bz = texts[0], texts[1:1 + len(grad)]
-        fp = texts[1 + len(grad):1 + len(grad) + len(plan.params)]
-        bp = dict(zip(keys, texts[1 + len(grad) + len(plan.params):]))
-
-        def at_max(sym, text):
-            return f"({text} if j == i_{sym.name} else ZERO)" if kind[sym] is RowMax else text
-
-        dz = [f"g * {fz}"] + [f"lam_{r.symbol.name} * {at_max(r.symbol, t)}" for r, t in zip(grad, bz)]
-        s("dzj = " + " + ".join(dz), "dx[j] = z if z != z else dzj")
-        if plan.params:
-            s("if WANT:")
-        for i, p in enumerate(plan.params):
-            terms = [f"g * {fp[i]}"] + [f"lam_{k.name} * {at_max(k, bp[(k, q)])}"
-                                        for (k, q) in keys if q == p]
-            s(f"    PART[{i}, b, j] += " + " + ".join(terms))
+        dz, dps = final_terms(plan, texts, keys, zero="ZERO")
+        s(f"dzj = {dz}", "dx[j] = z if z != z else dzj")
+        if dps:
+            s("if WANT:", *[f"    PART[{i}, b, j] += {t}" for i, t in enumerate(dps)])
         s.dedent()
         s.dedent()
         s.dedent()
