@@ -118,6 +118,7 @@ class Kernel:
         self.rowwise = self.plan.rowwise
         module = _backend_module(backend)
         self.source, self._runner = module.build(self.plan, _safe_key(self.text))
+        self._columns_on_device: OrderedDict = OrderedDict()  # cuda: parameters on the device
 
     def __repr__(self) -> str:
         return f"<actdsl.Kernel {self.text!r} backend={self.backend}>"
@@ -167,13 +168,10 @@ class Kernel:
         return self._runner.gufunc
 
     def __call__(self, x, axis: int = -1, out=None, stream=None, **params):
-        lazy = _lazy_kind(x)
-        if lazy:
-            from . import lazy as lz
-            return lz.forward(self, lazy, x, axis, out, params)
-        kw = self._stream_kw(x, stream)
-        if "device" in kw:
-            return self._device("forward", kw["device"], axis, out, stream, params)
+        done = self._elsewhere("forward", x, axis, out, stream, params)
+        if done is not None:
+            return done
+        kw = {"stream": stream} if stream is not None else {}
         a, xt, axis, args = self._prepare(x, axis, params)
         out_dtype = self._out_dtype(a)
         if out is not None:
@@ -196,13 +194,10 @@ class Kernel:
         if self.rowwise:
             raise ActdslError(f"{self.text!r} is row-wise: each output depends on the whole row, "
                               "so there is no elementwise derivative; use vjp(x, dy)")
-        lazy = _lazy_kind(x)
-        if lazy:
-            from . import lazy as lz
-            return lz.derivative(self, lazy, x, axis, params)
-        kw = self._stream_kw(x, stream)
-        if "device" in kw:
-            return self._device("derivative", kw["device"], axis, None, stream, params)
+        done = self._elsewhere("derivative", x, axis, None, stream, params)
+        if done is not None:
+            return done
+        kw = {"stream": stream} if stream is not None else {}
         a, xt, axis, args = self._prepare(x, axis, params)
         if xt.size == 0:
             return np.empty(a.shape, self._out_dtype(a))
@@ -212,14 +207,10 @@ class Kernel:
             **params):
         """dL/dx given dL/dy (and, ``with_params``, dL/dθ for every learnable parameter).
         ``out`` receives dL/dx (same shape and dtype as x's result)."""
-        lazy = _lazy_kind(x)
-        if lazy:
-            from . import lazy as lz
-            return lz.vjp(self, lazy, x, dy, axis, with_params, out, params)
-        kw = self._stream_kw(x, stream)
-        if "device" in kw:
-            return self._device("vjp", kw["device"], axis, out, stream, params, dy=dy,
-                                with_params=with_params)
+        done = self._elsewhere("vjp", x, axis, out, stream, params, dy, with_params)
+        if done is not None:
+            return done
+        kw = {"stream": stream} if stream is not None else {}
         given = {k: np.shape(v) for k, v in params.items()}
         a, xt, axis, args = self._prepare(x, axis, params)
         if out is not None:
@@ -257,18 +248,22 @@ class Kernel:
         return grads
 
     # -- CUDA device arrays ------------------------------------------------------------------------
-    def _stream_kw(self, x, stream):
-        """{} or {"stream": s} for the host path; {"device": array} when x lives on a CUDA
-        device (backend 'cuda')."""
+    def _elsewhere(self, op, x, axis, out, stream, params, dy=None, with_params=False):
+        """``op``'s result when x is a Dask array or DataArray (lazy) or lives on a CUDA device
+        (backend 'cuda'); None for host arrays, which the caller handles."""
+        lazy = _lazy_kind(x)
+        if lazy:
+            from . import lazy as lz
+            return lz.apply(self, op, lazy, x, axis, out, params, dy, with_params)
         if self.backend != "cuda":
             if stream is not None:
                 raise ParameterError(f"stream= is for backend='cuda', not {self.backend!r}")
-            return {}
+            return None
         from .backends.numba_cuda import interface
         dev = interface(x)
-        if dev is not None:
-            return {"device": dev}
-        return {"stream": stream} if stream is not None else {}
+        if dev is None:
+            return None
+        return self._device(op, dev, axis, out, stream, params, dy, with_params)
 
     @staticmethod
     def _device_like(obj, what, shape, kshape, dtype, stream):
@@ -289,7 +284,7 @@ class Kernel:
         from .backends.numba_cuda import _cuda
         host = [np.ascontiguousarray(np.broadcast_to(c, (units,))) for c in columns]
         key = tuple((c.dtype.str, c.tobytes()) for c in host)
-        cache = self.__dict__.setdefault("_columns_on_device", OrderedDict())
+        cache = self._columns_on_device
         with _cache_lock:
             if key in cache:
                 cache.move_to_end(key)

@@ -89,24 +89,20 @@ def _dask_vjp(kernel, x, dy, axis, params):
     return _gufunc(functools.partial(_vjp_block, kernel, params), x, axis, dtype, dy)
 
 
-def forward(kernel, kind, x, axis, out, params):
+def apply(kernel, op, kind, x, axis, out, params, dy=None, with_params=False):
+    """``op`` ("forward", "derivative" or "vjp") of ``kernel`` on a Dask array or DataArray."""
     if out is not None:
         raise ParameterError("out= is for NumPy arrays; a Dask or xarray result is a new lazy array")
+    if op == "vjp":
+        return _vjp(kernel, kind, x, dy, axis, with_params, params)
+    method = kernel.__call__ if op == "forward" else kernel.derivative
     if kind == "dask":
-        return _dask_map(kernel.__call__, kernel, x, axis, params)
-    return _xarray(kernel, x, axis, lambda a, ax: kernel(a, axis=ax, **params))
+        return _dask_map(method, kernel, x, axis, params)
+    return _xarray(kernel, x, axis, lambda a, ax: method(a, axis=ax, **params))
 
 
-def derivative(kernel, kind, x, axis, params):
-    if kernel.rowwise:
-        raise ActdslError(f"{kernel.text!r} is row-wise: use vjp(x, dy)")
-    if kind == "dask":
-        return _dask_map(kernel.derivative, kernel, x, axis, params)
-    return _xarray(kernel, x, axis, lambda a, ax: kernel.derivative(a, axis=ax, **params))
-
-
-def vjp(kernel, kind, x, dy, axis, with_params, out, params):
-    if with_params or out is not None:
+def _vjp(kernel, kind, x, dy, axis, with_params, params):
+    if with_params:
         raise ParameterError("Dask and xarray inputs give dL/dx lazily; for parameter gradients "
                              "(a sum over the whole batch) call vjp on NumPy blocks and add them")
     if kind == "dask":
