@@ -26,6 +26,7 @@ in units of the dtype's ε: at most 16 forward and 64 VJP.
 """
 from __future__ import annotations
 
+import functools
 import math
 import random
 from dataclasses import dataclass, field
@@ -62,6 +63,12 @@ def largest(dtype: str) -> mpmath.mpf:
     return (2 - mpmath.ldexp(1, 1 - p)) * mpmath.ldexp(1, emax - 1)
 
 
+@functools.lru_cache(maxsize=None)
+def _rounds_to_inf(dtype: str) -> mpmath.mpf:
+    """The magnitude from which a real number rounds to ±inf in ``dtype``."""
+    return largest(dtype) + ulp(largest(dtype), dtype) / 2
+
+
 def ulp_error(computed, truth, dtype: str) -> float:
     """|computed - truth| in ULP of truth. A truth beyond the largest float rounds to ±inf;
     NaN matches NaN only."""
@@ -69,8 +76,7 @@ def ulp_error(computed, truth, dtype: str) -> float:
     t = mpmath.mpf(truth) if not isinstance(truth, mpmath.mpf) else truth
     if mpmath.isnan(t) or math.isnan(c):
         return 0.0 if (mpmath.isnan(t) and math.isnan(c)) else math.inf
-    top = largest(dtype) + ulp(largest(dtype), dtype) / 2
-    if abs(t) >= top:  # rounds to infinity
+    if abs(t) >= _rounds_to_inf(dtype):
         return 0.0 if math.isinf(c) and (c > 0) == (t > 0) else math.inf
     if math.isinf(c):
         return math.inf
@@ -646,7 +652,7 @@ def _numeric_elementwise(kernels, ref, values, dtype, rng, full, points) -> list
                     sub_n, sub_err = sub_n + 1, max(sub_err, e)
                     continue
                 worst = max(worst, e)
-                cond = _conditioned(c, tv, dv, x, dtype)
+                cond = _conditioned(e, c, tv, dv, x, dtype)
                 if cond > cworst:
                     cworst, where = cond, float(x)
             results.append(NumericResult(b, dtype, what, len(xs), worst, cworst, BOUNDS[what], where,
@@ -654,9 +660,9 @@ def _numeric_elementwise(kernels, ref, values, dtype, rng, full, points) -> list
     return results
 
 
-def _conditioned(c, t, dt, x, dtype) -> float:
-    """|c - t| / (ulp(t) + |t'(x)|·ulp(x)): the error allowing an input perturbation of 1 ulp."""
-    e = ulp_error(c, t, dtype)
+def _conditioned(e, c, t, dt, x, dtype) -> float:
+    """|c - t| / (ulp(t) + |t'(x)|·ulp(x)): the error allowing an input perturbation of 1 ulp
+    (``e``: the plain ULP error, already computed)."""
     if e in (0.0, math.inf) or not mpmath.isfinite(dt):
         return e
     scale = ulp(t, dtype) + abs(dt) * ulp(mpmath.mpf(float(x)), dtype)

@@ -31,6 +31,11 @@ def _np(t):
     return t.detach().contiguous().numpy()
 
 
+def _values(names, params) -> dict:
+    """Parameter values as NumPy arrays (small: copied to the host for a CUDA tensor)."""
+    return {n: _np(p.cpu()) for n, p in zip(names, params)}
+
+
 class _Function(_torch.autograd.Function):
     @staticmethod
     def forward(ctx, spec, cpu_backend, axis, names, x, *params):
@@ -39,32 +44,34 @@ class _Function(_torch.autograd.Function):
         k = _kernel(spec, x.device.type, cpu_backend)
         ctx.spec, ctx.cpu_backend, ctx.axis, ctx.names = spec, cpu_backend, axis, names
         ctx.save_for_backward(x, *params)
+        values = _values(names, params)
         if x.device.type == "cuda":
             xc = x.detach().contiguous()
             y = _torch.empty_like(xc)
-            k(xc, axis=axis, out=y, **{n: _np(p.cpu()) for n, p in zip(names, params)})
+            k(xc, axis=axis, out=y, **values)
             return y
-        y = k(_np(x), axis=axis, **{n: _np(p) for n, p in zip(names, params)})
-        return _torch.from_numpy(np.ascontiguousarray(y))
+        return _torch.from_numpy(np.ascontiguousarray(k(_np(x), axis=axis, **values)))
 
     @staticmethod
     def backward(ctx, gy):
         x, *params = ctx.saved_tensors
         k = _kernel(ctx.spec, x.device.type, ctx.cpu_backend)
-        values = {n: _np(p.cpu()) for n, p in zip(ctx.names, params)}
+        values = _values(ctx.names, params)
+        want = any(ctx.needs_input_grad[5:])  # parameter gradients only when asked for
         if x.device.type == "cuda":
             xc, gc = x.detach().contiguous(), gy.detach().contiguous()
             dx = _torch.empty_like(xc)
-            _, grads = k.vjp(xc, gc, axis=ctx.axis, out=dx, with_params=True, **values)
-            grads = {n: _torch.as_tensor(g.copy_to_host(), device=x.device) for n, g in grads.items()}
+            got = k.vjp(xc, gc, axis=ctx.axis, out=dx, with_params=want, **values)
+            grads = {n: _torch.as_tensor(g.copy_to_host(), device=x.device)
+                     for n, g in (got[1] if want else {}).items()}
         else:
-            dxn, grads = k.vjp(_np(x), _np(gy), axis=ctx.axis, with_params=True, **values)
+            got = k.vjp(_np(x), _np(gy), axis=ctx.axis, with_params=want, **values)
+            dxn, grads = got if want else (got, {})
             dx = _torch.from_numpy(np.ascontiguousarray(dxn))
             grads = {n: _torch.from_numpy(np.ascontiguousarray(g)) for n, g in grads.items()}
         out = [dx if ctx.needs_input_grad[4] else None]
         for i, (n, p) in enumerate(zip(ctx.names, params)):
-            g = grads[n].to(p.dtype).reshape(p.shape)
-            out.append(g if ctx.needs_input_grad[5 + i] else None)
+            out.append(grads[n].to(p.dtype).reshape(p.shape) if ctx.needs_input_grad[5 + i] else None)
         return (None, None, None, None, *out)
 
 
