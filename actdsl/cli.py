@@ -154,13 +154,14 @@ def write_docs(outdir: Path, keys=None, stream=None) -> list[Path]:
         plot(spec, path)
         written.append(path)
         progress(i + 1, len(keys), key, stream)
+    markdown = table("markdown")
     (outdir / "activations.html").write_text(table("html"), encoding="utf-8")
-    (outdir / "activations.md").write_text(table("markdown"), encoding="utf-8")
+    (outdir / "activations.md").write_text(markdown, encoding="utf-8")
     gallery = "\n".join(f"### `{k}`\n\n![{k}](gallery/{k.replace(':', '_')}.png)\n" for k in keys)
     (outdir / "README.md").write_text(
         "# actdsl reference\n\nRegenerate with `actdsl docs docs/`. The table is also a "
         "[standalone HTML page](activations.html) (MathML: renders offline).\n\n"
-        + table("markdown") + "\n## Gallery\n\ng(z) and g'(z) (row-wise keys: one row z = -5..5, "
+        + markdown + "\n## Gallery\n\ng(z) and g'(z) (row-wise keys: one row z = -5..5, "
         "and the Jacobian's diagonal).\n\n" + gallery, encoding="utf-8")
     written += [outdir / "activations.html", outdir / "activations.md", outdir / "README.md"]
     return written

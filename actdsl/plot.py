@@ -63,11 +63,11 @@ def plot(spec: str, path=None, lo: float = -5.0, hi: float = 5.0, points: int = 
         a.set_title(f"{k.text}: y for one row z")
         b.set_title(r"$\partial y_i / \partial z_i$")
     else:
-        units = z.size
-        for label, params in _variants(k, units):
+        variants = _variants(k, z.size)
+        for label, params in variants:
             a.plot(z, k(z, **params), label=label or None)
             b.plot(z, k.derivative(z, **params), label=label or None)
-        if len(_variants(k, 1)) > 1:
+        if len(variants) > 1:
             a.legend(fontsize=8)
         a.set_title(f"{k.text}: g(z)")
         b.set_title("g'(z)")
