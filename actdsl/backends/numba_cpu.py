@@ -170,13 +170,16 @@ def _expensive(e) -> bool:
     return isinstance(e, EXPENSIVE) or (isinstance(e, Primitive) and e.func.__name__ != "shifted")
 
 
-def _outer_calls(expr: sp.Expr) -> list[sp.Expr]:
-    """Outermost expensive calls in ``expr`` (an exp inside a sigmoid is not counted apart)."""
+def _outer_calls(expr: sp.Expr, constants: frozenset = frozenset()) -> list[sp.Expr]:
+    """Outermost expensive calls in ``expr`` that vary along the row (an exp inside a sigmoid
+    is not counted apart; a call of row constants only, like sqrt of a variance, is left to
+    LLVM to hoist)."""
     found = []
 
     def walk(e):
         if _expensive(e):
-            found.append(e)
+            if e.free_symbols - constants:
+                found.append(e)
             return
         for a in e.args:
             walk(a)
@@ -188,18 +191,27 @@ def _outer_calls(expr: sp.Expr) -> list[sp.Expr]:
 class Storage:
     """Per-element values that several passes over a row need: the first pass that needs one
     computes it and stores it in a scratch row ``T[k]``; later passes load it. Rows are short
-    (in cache), so a load is far cheaper than recomputing a tanh or an exp."""
+    (in cache), so a load is far cheaper than recomputing a tanh or an exp.
 
-    def __init__(self, passes: list[list[sp.Expr]]):
+    A call inside a *reducing* pass (one that accumulates a float64 sum or a maximum) is stored
+    even if no other pass needs it, and computed in a loop of its own before the reduction loop
+    (``precompute``): LLVM vectorizes a loop at the width its widest type allows, so a tanh in a
+    loop that also adds into a float64 runs at half width (4 floats, not 8), and a maximum that
+    keeps its argmax does not vectorize at all. Measured here on a 4096-float row: tanh and a
+    float64 sum in one loop 3.7 ns/element, in two loops 1.9."""
+
+    def __init__(self, plan: Plan, passes: list[list[sp.Expr]], reducing: set[int]):
+        constants = frozenset([n, *(r.symbol for r in plan.reductions)])
         first, uses = {}, {}
         for p, exprs in enumerate(passes):
             for e in exprs:
-                for call in _outer_calls(e):
+                for call in _outer_calls(e, constants):
                     first.setdefault(call, p)
                     uses.setdefault(call, set()).add(p)
-        shared = [c for c in first if len(uses[c]) > 1]
-        self.index = {c: k for k, c in enumerate(shared)}
-        self.first = {c: first[c] for c in shared}
+        stored = [c for c in first if len(uses[c]) > 1 or first[c] in reducing]
+        self.index = {c: k for k, c in enumerate(stored)}
+        self.first = {c: first[c] for c in stored}
+        self.reducing = set(reducing)
         self.symbol = {c: sp.Symbol(f"t{k}", real=True) for c, k in self.index.items()}
 
     def __len__(self):
@@ -208,6 +220,16 @@ class Storage:
     def replace(self, exprs):
         return [e.xreplace(self.symbol) for e in exprs]
 
+    def precompute(self, em: NumbaEmitter, p: int, params: list[str]) -> list[str]:
+        """A loop storing the calls that reducing pass ``p`` computes first (empty if none)."""
+        calls = [c for c, k in self.index.items() if self.first[c] == p and p in self.reducing]
+        if not calls:
+            return []
+        lines, texts = em.block(calls, prefix="c")
+        body = ["z = x[j]", *[f"{q} = P{q[1:]}[j]" for q in params], *lines]
+        body += [f"T[{self.index[c]}, j] = {t}" for c, t in zip(calls, texts)]
+        return ["for j in range(nn):", *["    " + line for line in body]]
+
     def loop_head(self, em: NumbaEmitter, p: int, exprs) -> list[str]:
         """Lines at the top of pass ``p``'s loop body: compute-and-store or load."""
         lines = []
@@ -215,9 +237,9 @@ class Storage:
         for call, k in self.index.items():
             sym = self.symbol[call]
             em.names[sym] = f"t{k}"
-            if self.first[call] == p:
+            if self.first[call] == p and p not in self.reducing:
                 lines += [f"t{k} = {em(call)}", f"T[{k}, j] = t{k}"]
-            elif self.first[call] < p and sym in needed:
+            elif self.first[call] <= p and sym in needed:
                 lines.append(f"t{k} = T[{k}, j]")
         return lines
 
@@ -256,6 +278,7 @@ def _reduction_passes(src: Source, em: NumbaEmitter, plan: Plan, params: list[st
                 src(f"m_{k} = vm.lowest_key(nf)", f"nan_{k} = 0")
             else:
                 src(f"m_{k} = vm.lit(nf, -math.inf)", f"i_{k} = 0")
+        src(*store.precompute(em, p, params))
         src("for j in range(nn):")
         src.indent()
         src("z = x[j]", *[f"{q} = P{q[1:]}[j]" for q in params])
@@ -299,7 +322,8 @@ def _rows_header(src: Source, name: str, arrays: list[str], plan: Plan, params: 
 
 
 def forward_storage(plan: Plan) -> Storage:
-    return Storage([[r.body for r in g] for g in plan.depths] + [[plan.out]])
+    return Storage(plan, [[r.body for r in g] for g in plan.depths] + [[plan.out]],
+                   reducing=set(range(len(plan.depths))))
 
 
 def _vjp_sums(plan: Plan):
@@ -357,8 +381,9 @@ def final_terms(plan: Plan, texts: list[str], keys, zero: str) -> tuple[str, lis
 
 def vjp_storage(plan: Plan) -> Storage:
     needed = _vjp_needed(plan)
-    return Storage([[r.body for r in g if r.symbol in needed] for g in plan.depths]
-                   + [[e for _, e in _vjp_sums(plan)], _vjp_final(plan)[0]])
+    return Storage(plan, [[r.body for r in g if r.symbol in needed] for g in plan.depths]
+                   + [[e for _, e in _vjp_sums(plan)], _vjp_final(plan)[0]],
+                   reducing=set(range(len(plan.depths) + 1)))
 
 
 def _rows_forward(src: Source, plan: Plan, params: list[str]):
@@ -425,10 +450,11 @@ def _rows_vjp(src: Source, plan: Plan, params: list[str]):
     if sums:
         for name, _ in sums:
             src(f"{name} = 0.0")
+        sum_exprs = store.replace([e for _, e in sums])
+        src(*store.precompute(em, D, params))
         src("for j in range(nn):")
         src.indent()
         src("z = x[j]", "g = gy[j]", *[f"{p} = P{p[1:]}[j]" for p in params])
-        sum_exprs = store.replace([e for _, e in sums])
         src(*store.loop_head(em, D, sum_exprs))
         lines, texts = em.block(sum_exprs, prefix="s")
         src(*lines, *[f"{name} += {t}" for (name, _), t in zip(sums, texts)])

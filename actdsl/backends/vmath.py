@@ -150,7 +150,20 @@ def sigmoid(x):
 
 @njit(**JIT)
 def softplus(x):
-    return (x if x > ZERO else ZERO) + log1p(exp(-abs(x)))
+    # max(x, 0) + log1p(t), t = exp(-|x|) in [0, 1]. log1p(t) = e ln2 + log(1 + f) with f taken
+    # exactly from t (f = t, or f = (1+t)/2 - 1 = (t-1)/2 where 1+t > sqrt 2): no exponent
+    # extraction, no special cases, and none of the rounding of 1+t that log1p corrects.
+    t = exp(-abs(x))
+    big = t > SQRT2 - ONE
+    f = (t - ONE) * HALF if big else t
+    h = HALF * f * f
+    s = f / (TWO + f)
+    q = s * s
+    R = q * ({log_poly_q})
+    a = LN2_HI if big else ZERO
+    b = LN2_LO if big else ZERO
+    y = a - ((h - (s * (h + R) + b)) - f)
+    return (x if x > ZERO else ZERO) + y
 
 
 @njit(**JIT)
@@ -207,6 +220,7 @@ def _source(F, I, mant, bias, exp_degree, expm1_degree, log_terms, exp_lo, exp_h
         expm1_poly=_horner("xs", [1 / math.factorial(k) for k in range(1, expm1_degree + 1)]),
         # (2 atanh(s) - 2s)/s = sum 2 z^k/(2k+1), z = s^2
         log_poly=_horner("z", [2 / (2 * k + 1) for k in range(1, log_terms + 1)]),
+        log_poly_q=_horner("q", [2 / (2 * k + 1) for k in range(1, log_terms + 1)]),
     )
 
 
