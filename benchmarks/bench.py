@@ -61,9 +61,9 @@ def interleaved_ms(fns: dict, repeat: int) -> dict:
     return {k: statistics.median(v) * 1e3 for k, v in times.items()}
 
 
-def load_peers(specs):
+def load_peers(specs, dtype):
     table = {"numpy": peers.NUMPY}
-    for name, make in [("torch", peers.torch_table), ("jax", peers.jax_table),
+    for name, make in [("torch", peers.torch_table), ("jax", lambda: peers.jax_table(dtype)),
                        ("numexpr", peers.numexpr_table)]:
         try:
             table[name] = make()
@@ -81,6 +81,13 @@ def convert_params(name, p, dtype):
         import jax.numpy as jnp
         return {k: jnp.asarray(v) for k, v in p.items()}
     return p
+
+
+def as_numpy(r) -> np.ndarray:
+    """A peer's result (NumPy, PyTorch or JAX array) as a NumPy array."""
+    if hasattr(r, "detach"):
+        r = r.detach()
+    return np.asarray(r)
 
 
 def convert_array(name, a):
@@ -101,7 +108,7 @@ def run_speed(args) -> list[dict]:
     out = np.empty_like(x)
     copy_ms = median_ms(lambda: np.copyto(out, x), args.repeat)
     nbytes = x.nbytes
-    table = load_peers(args.specs)
+    table = load_peers(args.specs, dtype)
     rows = []
     print(f"# {args.size}x{args.size} {dtype}, median of {args.repeat}; memcpy (np.copyto) "
           f"{copy_ms:.2f} ms = {2 * nbytes / copy_ms / 1e6:.1f} GB/s\n")
@@ -121,10 +128,13 @@ def run_speed(args) -> list[dict]:
         for name, (f, b) in impls.items():
             xa, ga, pa = convert_array(name, x), convert_array(name, g), convert_params(name, p, dtype)
             try:  # a peer that cannot run this spec on this machine is left out
-                f(xa, pa)
-                b(xa, ga, pa)
+                got = [as_numpy(f(xa, pa)), as_numpy(b(xa, ga, pa))]
             except Exception as e:
                 print(f"{spec:<16} {name:<10} failed: {type(e).__name__}: {e}"[:120])
+                continue
+            wrong = [r.dtype for r in got if r.dtype != dtype]
+            if wrong:  # a peer computing in another precision is not measured against this one
+                print(f"{spec:<16} {name:<10} left out: it returns {wrong[0]}, not {dtype}")
                 continue
             calls[(name, "f")] = lambda f=f, xa=xa, pa=pa: f(xa, pa)
             calls[(name, "b")] = lambda b=b, xa=xa, ga=ga, pa=pa: b(xa, ga, pa)

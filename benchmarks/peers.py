@@ -145,9 +145,12 @@ def torch_table():
 
 
 # -- JAX jit -------------------------------------------------------------------------------------
-def jax_table():
+def jax_table(dtype=np.float32):
     import jax
     import jax.numpy as jnp
+    if np.dtype(dtype) == np.float64:
+        # without this JAX silently computes float64 inputs in float32
+        jax.config.update("jax_enable_x64", True)
 
     def norm_z(a):
         u = a - a.mean(-1, keepdims=True)

@@ -55,6 +55,8 @@ EXP_LO, EXP_HI = F({exp_lo!r}), F({exp_hi!r})
 BIAS, MANT, IONE = I({bias}), I({mant}), I(1)
 TINY, UP, UP_BITS = F({tiny!r}), F({up!r}), F({up_bits}.0)
 SQRT2 = F({sqrt2!r})
+SHIFTER = F({shifter!r})
+SHIFTER_BITS = I({shifter_bits})
 MANT_MASK, ONE_BITS, EXP_MASK = I({mant_mask}), I({one_bits}), I({exp_mask})
 TANH_ONE = F({tanh_one!r})
 
@@ -63,11 +65,15 @@ TANH_ONE = F({tanh_one!r})
 def exp(x):
     ok = (x > EXP_LO) & (x < EXP_HI)
     t = x if ok else ZERO
-    k = np.floor(t * LOG2E + HALF)
+    # k = round(t log2 e) through the shifter 1.5 * 2^MANT, whose last bits then hold k as an
+    # integer: no float-to-integer conversion (AVX2 has none for float64; LLVM would do it one
+    # lane at a time) and no arithmetic shift of 64-bit integers (none in AVX2 either)
+    kr = t * LOG2E + SHIFTER
+    k = kr - SHIFTER
     r = (t - k * LN2_HI) - k * LN2_LO
     p = {exp_poly}
-    ki = I(k)
-    k1 = ki >> IONE
+    ki = as_bits(kr) - SHIFTER_BITS
+    k1 = as_bits(k * HALF + SHIFTER) - SHIFTER_BITS
     s1 = from_bits((k1 + BIAS) << MANT)           # 2^k as 2^k1 * 2^(k-k1): both normal,
     s2 = from_bits((ki - k1 + BIAS) << MANT)      # so only the last product rounds
     y = (p * s1) * s2
@@ -212,7 +218,8 @@ def _source(F, I, mant, bias, exp_degree, expm1_degree, log_terms, exp_lo, exp_h
         as_bits=f"f{np.dtype(F).itemsize * 8}_bits", from_bits=f"bits_f{np.dtype(F).itemsize * 8}",
         ln2_hi=ln2_hi, ln2_lo=ln2_lo, exp_lo=exp_lo, exp_hi=exp_hi, bias=bias, mant=mant,
         tiny=float(np.finfo(F).smallest_normal), up=2.0 ** up_bits, up_bits=up_bits,
-        sqrt2=math.sqrt(2), mant_mask=(1 << mant) - 1, one_bits=bias << mant, exp_mask=2 * bias + 1,
+        sqrt2=math.sqrt(2), shifter=1.5 * 2.0 ** mant,
+        shifter_bits=int(np.array(1.5 * 2.0 ** mant, F).view(I)), mant_mask=(1 << mant) - 1, one_bits=bias << mant, exp_mask=2 * bias + 1,
         tanh_one=tanh_one, signless=(1 << (np.dtype(F).itemsize * 8 - 1)) - 1,
         width_minus_1=np.dtype(F).itemsize * 8 - 1,
         exp_poly=_horner("r", [1 / math.factorial(k) for k in range(exp_degree + 1)]),
