@@ -173,3 +173,28 @@ def test_generated_source_is_readable_and_names_are_ours():
     k = actdsl.compile("tanh+norm:z", backend="numba")
     assert "def forward_rows" in k.source and "def vjp_rows" in k.source
     assert "vm.tanh" in k.source and "np.tanh" not in k.source  # vectorizable tanh, not libm
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_maximum_gradient_goes_to_the_first_maximum_or_first_nan(dtype):
+    """norm:max = z / (eps + max|z|): the max's gradient flows through its first argmax on ties,
+    through the first NaN when the row has one (NaN everywhere then), and through the first
+    element of an all-zero row. Expected values written out by hand from the formula."""
+    k = actdsl.compile("norm:max", backend="numba")
+    x = np.array([[3, -3, 1, 3], [-2, 1, -2, 0.5], [0, -0.0, 0, 0], [1, np.nan, 5, np.nan]], dtype)
+    g = np.array([[1, 2, 3, 4], [1, -1, 2, 1], [1, 1, 1, 1], [1, 1, 1, 1]], dtype)
+    eps = 1e-8
+    expected = np.empty((3, 4))
+    for i, first in enumerate([0, 0, 0]):
+        row, gr = x[i].astype(np.float64), g[i].astype(np.float64)
+        d = eps + np.max(np.abs(row))
+        expected[i] = gr / d
+        sign = -1.0 if row[first] < 0 else 1.0  # the branch taken at a zero is the z >= 0 one
+        expected[i, first] -= sign * np.sum(gr * row) / d ** 2
+    dx = k.vjp(x, g)
+    np.testing.assert_allclose(dx[:3], expected, rtol=BOUND[dtype])
+    assert np.isnan(dx[3]).all()
+    y = k(x)
+    np.testing.assert_allclose(y[:3], x[:3] / (eps + np.max(np.abs(x[:3].astype(np.float64)), axis=1, keepdims=True)),
+                               rtol=BOUND[dtype])
+    assert np.isnan(y[3]).all()

@@ -29,7 +29,7 @@ VOCABULARY = frozenset("""
     A BIAS BIG BITS DP DX E ENABLE CUDASIM EXP F FULL False GY HALF HI I IDX INDEX INF INTEGRAL
     IONE JIT LN LO LOG MANT MASK NAN NEG None ONE OUT P PART R RSQRT S SH SHARED SI SIGNLESS SIM
     SHIFTER SLOTS SQRT T TANH TINY TPB TWO True UP WANT WARPS X Y ZERO
-    a abs acc actdsl all and arcsinh arctan argmax array as asinh at atan b backends big bits
+    a abs acc actdsl all and arcsinh break arctan argmax array as asinh at atan b backends big bits
     blockDim blockIdx bool c cache ceil column config contract copysign cos cosh cuda d def der
     derivative device dict down dp dtype dx dz dzj e ef else empty erf erfc error errstate exp
     expm f fastmath finite flat float floor for forceinline forward from func fwd g getattr grid

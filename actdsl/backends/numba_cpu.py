@@ -263,10 +263,14 @@ def needed_reductions(plan: Plan, exprs) -> set:
 
 
 def _reduction_passes(src: Source, em: NumbaEmitter, plan: Plan, params: list[str],
-                      store: "Storage", only: set | None = None):
-    """One loop per depth; sums accumulate in float64, maxima keep NaN (and argmax if needed).
-    ``only``: the reductions to compute (a VJP may need none of the forward's)."""
+                      store: "Storage", only: set | None = None, argmax: bool = False):
+    """One loop per depth; sums accumulate in float64, maxima keep NaN. ``only``: the
+    reductions to compute (a VJP may need none of the forward's). Maxima are integer-key
+    reductions, which LLVM vectorizes (a float maximum that keeps NaN does not); with
+    ``argmax`` a row maximum also gets its first argmax (a VJP routes gradients through it),
+    found by a search that stops there."""
     depths = [[r for r in g if only is None or r.symbol in only] for g in plan.depths]
+
     for p, group in enumerate(depths):
         if not group:
             continue
@@ -274,10 +278,8 @@ def _reduction_passes(src: Source, em: NumbaEmitter, plan: Plan, params: list[st
             k = r.symbol.name
             if r.kind is RowSum:
                 src(f"a_{k} = 0.0")
-            elif r.kind is RowShift:  # integer keys: a max reduction LLVM vectorizes
-                src(f"m_{k} = vm.lowest_key(nf)", f"nan_{k} = 0")
             else:
-                src(f"m_{k} = vm.lit(nf, -math.inf)", f"i_{k} = 0")
+                src(f"m_{k} = vm.lowest_key(nf)", f"nan_{k} = False")
         src(*store.precompute(em, p, params))
         src("for j in range(nn):")
         src.indent()
@@ -290,20 +292,31 @@ def _reduction_passes(src: Source, em: NumbaEmitter, plan: Plan, params: list[st
             k = r.symbol.name
             if r.kind is RowSum:
                 src(f"a_{k} += {body}")
-            elif r.kind is RowShift:
-                src(f"v = {body}", f"m_{k} = max(m_{k}, vm.order_key(v))", f"nan_{k} += v != v")
-            elif r.kind is RowMax:
-                src(f"v = {body}", f"if (v > m_{k}) | ((v != v) & (m_{k} == m_{k})):",
-                    f"    m_{k} = v", f"    i_{k} = j")
+            else:
+                src(f"v = {body}", f"m_{k} = vm.max_key(m_{k}, v)", f"nan_{k} |= v != v")
         src.dedent()
         for r in group:
             k = r.symbol.name
             if r.kind is RowSum:
                 src(f"{k} = vm.lit(nf, a_{k})")
-            elif r.kind is RowShift:  # NumPy's max: NaN if the row has one
+            else:  # NaN if the row has one, as NumPy's max gives
                 src(f"{k} = vm.lit(nf, math.nan) if nan_{k} else vm.from_order_key(nf, m_{k})")
-            else:
-                src(f"{k} = m_{k}")
+        searched = [r for r in group if argmax and r.kind is RowMax]
+        if searched:  # the first element equal to the maximum (the first NaN if it is NaN)
+            src(*[f"i_{r.symbol.name} = -1" for r in searched])
+            src("for j in range(nn):")
+            src.indent()
+            src("z = x[j]", *[f"{q} = P{q[1:]}[j]" for q in params])
+            bodies = store.replace([r.body for r in searched])
+            src(*store.loop_head(em, p, bodies))
+            lines, bodies = em.block(bodies, prefix="f")
+            src(*lines)
+            for r, body in zip(searched, bodies):
+                k = r.symbol.name
+                src(f"v = {body}", f"if (i_{k} < 0) & ((v == {k}) | ((v != v) & ({k} != {k}))):",
+                    f"    i_{k} = j")
+            src(f"if {' & '.join(f'(i_{r.symbol.name} >= 0)' for r in searched)}:", "    break")
+            src.dedent()
 
 
 def _names(plan: Plan) -> dict:
@@ -442,7 +455,7 @@ def _rows_vjp(src: Source, plan: Plan, params: list[str]):
     src("for i in range(X.shape[0]):")
     src.indent()
     src("x = X[i]", "gy = GY[i]", "dx = DX[i]")
-    _reduction_passes(src, em, plan, params, store, only=_vjp_needed(plan))
+    _reduction_passes(src, em, plan, params, store, only=_vjp_needed(plan), argmax=True)
     grad = plan.grad_reductions()
     kind = {r.symbol: r.kind for r in grad}
     # adjoint sums over the row (RowMax terms are taken at the argmax instead)

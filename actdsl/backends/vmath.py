@@ -196,13 +196,21 @@ SIGNLESS = I({signless})
 def order_key(x):
     # an integer that orders like x (integer max reductions vectorize; float ones with NaN
     # semantics do not). NaN is tracked apart by the caller.
+    # (I(...): Numba types int32 arithmetic as int64, which would halve the vector width)
     b = as_bits(x)
-    return b ^ ((b >> I({width_minus_1})) & SIGNLESS)
+    return I(b ^ ((b >> I({width_minus_1})) & SIGNLESS))
+
+
+@njit(**JIT)
+def max_key(m, x):
+    # the larger of key m and x's key, in the key's width (Numba's max widens int32 to int64)
+    k = order_key(x)
+    return I(m if m > k else k)
 
 
 @njit(**JIT)
 def from_order_key(k):
-    return from_bits(k ^ ((k >> I({width_minus_1})) & SIGNLESS))
+    return from_bits(I(k ^ ((k >> I({width_minus_1})) & SIGNLESS)))
 
 
 @njit(**JIT)
@@ -289,6 +297,17 @@ shifted = _dispatching("shifted", 2)
 order_key = _dispatching("order_key", 1)
 ncdf = _dispatching("ncdf", 1)
 lowest_key = _dispatching("lowest_key", 1)
+
+
+def max_key(m, x):
+    """The larger of key ``m`` and ``order_key(x)``, as a key of ``x``'s width."""
+    raise TypeError("vm.max_key is for Numba-compiled code")
+
+
+@overload(max_key, jit_options=JIT_OPTIONS)
+def _ov_max_key(m, x):
+    impl = _F32.max_key if x == types.float32 else _F64.max_key
+    return lambda m, x: impl(m, x)
 
 
 def from_order_key(like, k):
