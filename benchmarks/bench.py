@@ -183,16 +183,23 @@ print(json.dumps(res))
 
 
 def run_compile(args) -> dict:
-    """Cold: a new process, an empty cache directory. Warm: a new process, the same directory."""
+    """Cold: a new process, an empty cache directory. Warm: a new process, the same directory.
+    Each of ``--compile-rounds`` rounds uses its own directory; per spec, the median round."""
     specs = args.specs
-    with tempfile.TemporaryDirectory() as cache:
-        env = {**os.environ, "ACTDSL_CACHE_DIR": cache}
-        runs = {}
-        for label in ("cold", "warm"):
-            out = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT, *specs], env=env,
-                                 capture_output=True, text=True, check=True)
-            runs[label] = json.loads(out.stdout.strip().splitlines()[-1])
-    print("\n# compile (parse to machine code, forward float32) and load, seconds")
+    rounds = []
+    for _ in range(args.compile_rounds):
+        with tempfile.TemporaryDirectory() as cache:
+            env = {**os.environ, "ACTDSL_CACHE_DIR": cache}
+            runs = {}
+            for label in ("cold", "warm"):
+                out = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT, *specs], env=env,
+                                     capture_output=True, text=True, check=True)
+                runs[label] = json.loads(out.stdout.strip().splitlines()[-1])
+            rounds.append(runs)
+    runs = {label: {key: statistics.median(r[label][key] for r in rounds) for key in rounds[0][label]}
+            for label in ("cold", "warm")}
+    print(f"\n# compile (parse to machine code, forward float32) and load, seconds "
+          f"(median of {len(rounds)} rounds)")
     print(f"one-time process set-up (first kernel): cold {runs['cold']['setup_s']:.2f}, "
           f"warm {runs['warm']['setup_s']:.2f}")
     print(f"{'spec':<16} {'cold':>6} {'warm':>6}")
@@ -243,6 +250,8 @@ def main(argv=None):
     ap.add_argument("--specs", nargs="+", default=SPECS)
     ap.add_argument("--compile-only", action="store_true")
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--compile-rounds", type=int, default=3,
+                    help="cold/warm compile rounds, each in new processes with a new cache")
     ap.add_argument("--peak-gib", type=int, default=0, help="also measure peak memory on an array "
                     "of this many GiB (make bench uses 2)")
     ap.add_argument("--json", default=None, help="where to write results (default benchmarks/results/)")

@@ -400,30 +400,37 @@ def vjp_storage(plan: Plan) -> Storage:
 
 
 def _rows_forward(src: Source, plan: Plan, params: list[str]):
-    # one row (for the gufunc), then the batch kernel calling it
+    """``forward_rows`` (the batch) and ``forward_row`` (one row, for the gufunc), from one row
+    body written twice: a batch kernel calling an inlined row function cost a second compile
+    of the same code (0.2 to 0.4 s of a cold compile), and the gufunc is rarely used."""
     em = NumbaEmitter(_names(plan), anchor="nf")
     store = forward_storage(plan)
-    src(f"@njit(fastmath={ROW_FLAGS}, cache=True, forceinline=True, error_model='numpy')",
-        f"def forward_row(x, {''.join(f'P{p[1:]}, ' for p in params)}y, T):")
-    src.indent()
-    src("nn = x.shape[0]", "nf = vm.lit(x[0], nn)")
-    at = len(src.lines)
-    _reduction_passes(src, em, plan, params, store)
-    src("for j in range(nn):")
-    src.indent()
-    src("z = x[j]", *[f"{p} = P{p[1:]}[j]" for p in params])
+    body = Source()
+    _reduction_passes(body, em, plan, params, store)
+    body("for j in range(nn):")
+    body.indent()
+    body("z = x[j]", *[f"{p} = P{p[1:]}[j]" for p in params])
     (out_expr,) = store.replace([plan.out])
-    src(*store.loop_head(em, len(plan.depths), [out_expr]))
+    body(*store.loop_head(em, len(plan.depths), [out_expr]))
     lines, (out,) = em.block([out_expr])
-    src(*lines, f"y[j] = {out}")
+    body(*lines, f"y[j] = {out}")
+    constants = em.prologue()
+    cols = "".join(f", P{p[1:]}" for p in params)
+    src(f"@njit(fastmath={ROW_FLAGS}, cache=True, nogil=True, error_model='numpy')",
+        f"def forward_rows(X, Y{cols}, T):")
+    src.indent()
+    src("nn = X.shape[1]", "nf = vm.lit(X[0, 0], nn)", *constants, "for i in range(X.shape[0]):")
+    src.indent()
+    src("x = X[i]", "y = Y[i]", *body.lines)
     src.dedent()
-    _row_prologue(src, em, at)
     src.dedent()
     src("")
-    src("@njit(cache=True, nogil=True, error_model='numpy')",
-        f"def forward_rows(X, Y{''.join(f', P{p[1:]}' for p in params)}, T):")
-    src("    for i in range(X.shape[0]):",
-        f"        forward_row(X[i], {''.join(f'P{p[1:]}, ' for p in params)}Y[i], T)", "")
+    src(f"@njit(fastmath={ROW_FLAGS}, cache=True, error_model='numpy')",
+        f"def forward_row(x{cols}, y, T):")
+    src.indent()
+    src("nn = x.shape[0]", "nf = vm.lit(x[0], nn)", *constants, *body.lines)
+    src.dedent()
+    src("")
 
 
 def _rows_derivative(src: Source, plan: Plan, params: list[str]):
