@@ -38,12 +38,32 @@ class NumbaEmitter(Emitter):
     functions = {sp.exp: "vm.exp", sp.log: "vm.log", sp.tanh: "vm.tanh", sp.sech: "vm.sech",
                  sp.sinh: "np.sinh", sp.cosh: "np.cosh", sp.sin: "np.sin", sp.cos: "np.cos",
                  sp.tan: "np.tan", sp.atan: "np.arctan", sp.asinh: "np.arcsinh",
-                 sp.erf: "math.erf", sp.erfc: "math.erfc", sp.Abs: "abs", sp.floor: "np.floor", sp.ceiling: "np.ceil"}
+                 sp.erf: "vm.erf", sp.erfc: "vm.erfc", sp.Abs: "abs", sp.floor: "np.floor", sp.ceiling: "np.ceil"}
 
     def __init__(self, names, anchor: str):
         super().__init__(names)
         self.anchor = anchor          # a variable of the kernel's float type, for typed literals
         self.constants: dict[str, str] = {}
+
+    def block(self, exprs, prefix: str = "t"):
+        """As ``Emitter.block``, with every expensive call inside a branch computed before the
+        branches: Numba turns a conditional expression into control flow, which LLVM leaves as a
+        branch (no vectorization) when the branch holds a long inlined function. Computed
+        unconditionally (vmath's functions have no traps or side effects), only a select remains:
+        gelu 15.0 -> 6.3 ns/element. An unused value is discarded by the select, as before."""
+        hoisted = {}
+        for e in exprs:
+            for pw in e.atoms(sp.Piecewise):
+                for value, _ in pw.args:
+                    for call in _outer_calls(value):
+                        if call not in hoisted:
+                            hoisted[call] = sp.Symbol(f"_{prefix}{next(self._counter)}", real=True)
+        lines = []
+        for call, sym in hoisted.items():
+            lines.append(f"{sym.name} = {self(call)}")
+            self.names[sym] = sym.name
+        more, outs = super().block([e.xreplace(hoisted) for e in exprs], prefix)
+        return lines + more, outs
 
     def number(self, e) -> str:
         if e is sp.nan:
