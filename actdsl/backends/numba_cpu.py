@@ -282,6 +282,20 @@ def needed_reductions(plan: Plan, exprs) -> set:
     return needed
 
 
+def _row_loop(src: Source, em: NumbaEmitter, store: "Storage", p: int, params: list[str],
+              exprs) -> list[str]:
+    """Opens pass ``p``'s loop over the row (left open: the caller writes the rest of its body)
+    and returns the printed ``exprs``, stored values loaded."""
+    src("for j in range(nn):")
+    src.indent()
+    src("z = x[j]", *[f"{q} = P{q[1:]}[j]" for q in params])
+    exprs = store.replace(exprs)
+    src(*store.loop_head(em, p, exprs))
+    lines, texts = em.block(exprs, prefix="f")
+    src(*lines)
+    return texts
+
+
 def _reduction_passes(src: Source, em: NumbaEmitter, plan: Plan, params: list[str],
                       store: "Storage", only: set | None = None, argmax: bool = False):
     """One loop per depth; sums accumulate in float64, maxima keep NaN. ``only``: the
@@ -301,13 +315,7 @@ def _reduction_passes(src: Source, em: NumbaEmitter, plan: Plan, params: list[st
             else:
                 src(f"m_{k} = vm.lowest_key(nf)", f"nan_{k} = False")
         src(*store.precompute(em, p, params))
-        src("for j in range(nn):")
-        src.indent()
-        src("z = x[j]", *[f"{q} = P{q[1:]}[j]" for q in params])
-        bodies = store.replace([r.body for r in group])
-        src(*store.loop_head(em, p, bodies))
-        lines, bodies = em.block(bodies, prefix="f")
-        src(*lines)
+        bodies = _row_loop(src, em, store, p, params, [r.body for r in group])
         for r, body in zip(group, bodies):
             k = r.symbol.name
             if r.kind is RowSum:
@@ -324,13 +332,7 @@ def _reduction_passes(src: Source, em: NumbaEmitter, plan: Plan, params: list[st
         searched = [r for r in group if argmax and r.kind is RowMax]
         if searched:  # the first element equal to the maximum (the first NaN if it is NaN)
             src(*[f"i_{r.symbol.name} = -1" for r in searched])
-            src("for j in range(nn):")
-            src.indent()
-            src("z = x[j]", *[f"{q} = P{q[1:]}[j]" for q in params])
-            bodies = store.replace([r.body for r in searched])
-            src(*store.loop_head(em, p, bodies))
-            lines, bodies = em.block(bodies, prefix="f")
-            src(*lines)
+            bodies = _row_loop(src, em, store, p, params, [r.body for r in searched])
             for r, body in zip(searched, bodies):
                 k = r.symbol.name
                 src(f"v = {body}", f"if (i_{k} < 0) & ((v == {k}) | ((v != v) & ({k} != {k}))):",

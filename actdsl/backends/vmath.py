@@ -221,16 +221,16 @@ def order_key(x):
 
 
 @njit(**JIT)
-def max_key(m, x):
-    # the larger of key m and x's key, in the key's width (Numba's max widens int32 to int64)
-    k = order_key(x)
-    return I(m if m > k else k)
+def max_key(a, b):
+    # the larger of key a and float b's key, in the key's width (Numba's max widens int32 to int64)
+    k = order_key(b)
+    return I(a if a > k else k)
 
 
 @njit(**JIT)
-def from_order_key(like, k):
-    # (like: the float type, as in vm.from_order_key(like, k))
-    return from_bits(I(k ^ ((k >> I({width_minus_1})) & SIGNLESS)))
+def from_order_key(a, b):
+    # the float (of a's type) whose key is b
+    return from_bits(I(b ^ ((b >> I({width_minus_1})) & SIGNLESS)))
 
 
 @njit(**JIT)
@@ -395,19 +395,20 @@ _F32 = cache.load(_source(np.float32, np.int32, 23, 127, exp_degree=7, expm1_deg
                           ln2_hi=0.693359375, ln2_lo=-2.12194440e-4, double=_F64.__name__))
 MODULES = f"{_F32.__name__}, {_F64.__name__}"
 NAMES = ("exp", "expm1", "log", "log1p", "tanh", "tanhshrink", "softsign", "sigmoid", "softplus", "sech", "shifted",
-         "order_key", "lowest_key", "ncdf", "erf", "erfc")
+         "order_key", "lowest_key", "ncdf", "erf", "erfc", "max_key", "from_order_key")
 F64 = {name: getattr(_F64, name) for name in NAMES}
 F32 = {name: getattr(_F32, name) for name in NAMES}
 
 
-def _dispatching(name, arity):
+def _dispatching(name, arity, by=None):
     """A Python-level stub whose Numba overload picks the float32 or float64 implementation
     (its Python function, compiled as the overload itself: a wrapper calling the typed
     dispatcher cost one more compile per function and type, 0.3 s of softmax's cold compile)."""
     f32, f64 = F32[name], F64[name]
 
     def pick(*args):
-        if all(a == types.float32 for a in args):
+        deciding = args if by is None else (args[by],)  # ``by``: the argument whose float type picks
+        if all(a == types.float32 for a in deciding):
             return f32
         if all(isinstance(a, (types.Float, types.Integer)) for a in args):
             return f64
@@ -451,26 +452,8 @@ erfc = _dispatching("erfc", 1)
 lowest_key = _dispatching("lowest_key", 1)
 
 
-def max_key(m, x):
-    """The larger of key ``m`` and ``order_key(x)``, as a key of ``x``'s width."""
-    raise TypeError("vm.max_key is for Numba-compiled code")
-
-
-@overload(max_key, jit_options=JIT_OPTIONS)
-def _ov_max_key(m, x):
-    impl = _F32.max_key if x == types.float32 else _F64.max_key
-    return impl.py_func
-
-
-def from_order_key(like, k):
-    """The float of type ``like`` whose ``order_key`` is ``k``."""
-    raise TypeError("vm.from_order_key is for Numba-compiled code")
-
-
-@overload(from_order_key, jit_options=JIT_OPTIONS)
-def _ov_from_order_key(like, k):
-    impl = _F32.from_order_key if like == types.float32 else _F64.from_order_key
-    return impl.py_func
+max_key = _dispatching("max_key", 2, by=1)           # max_key(key, x): the float picks
+from_order_key = _dispatching("from_order_key", 2, by=0)  # from_order_key(like, key)
 
 
 @njit(cache=True, **JIT_OPTIONS)
