@@ -1,6 +1,6 @@
 """The Numba backend's elementary functions against mpmath: at most 4 ULP over the whole finite
 range of each dtype, with NaN, ±inf, ±0 and subnormals handled (erf, erfc and the normal CDF:
-the polynomials of tools/erf_coefficients.py, evaluated in float64; float32 rounds once)."""
+the polynomials of tools/vmath_coefficients.py, evaluated in float64; float32 rounds once)."""
 import mpmath as mp
 import numpy as np
 import pytest

@@ -176,25 +176,7 @@ def sigmoid(x):
     return d if x >= ZERO else (e * d if x < ZERO else x)
 
 
-@njit(**JIT)
-def softplus(x):
-    # max(x, 0) + log1p(t), t = exp(-|x|) in [0, 1]. log1p(t) = e ln2 + log(1 + f) with f taken
-    # exactly from t (f = t, or f = (1+t)/2 - 1 = (t-1)/2 where 1+t > sqrt 2): no exponent
-    # extraction, no special cases, and none of the rounding of 1+t that log1p corrects.
-    t = exp(-abs(x))
-    big = t > SQRT2 - ONE
-    f = (t - ONE) * HALF if big else t
-    h = HALF * f * f
-    s = f / (TWO + f)
-    q = s * s
-    R = q * ({log_poly_q})
-    a = LN2_HI if big else ZERO
-    b = LN2_LO if big else ZERO
-    y = a - ((h - (s * (h + R) + b)) - f)
-    return (x if x > ZERO else ZERO) + y
-
-
-@njit(**JIT)
+{softplus_block}@njit(**JIT)
 def sech(x):
     e = exp(-abs(x))
     return TWO * e / (ONE + e * e)
@@ -240,7 +222,7 @@ def lowest_key(x):
 
 
 # -- erf, erfc and the normal CDF ------------------------------------------------------------------
-# Polynomials from tools/erf_coefficients.py (its docstring defines them; mpmath, 50 digits),
+# Polynomials from tools/vmath_coefficients.py (its docstring defines them; mpmath, 50 digits),
 # evaluated in float64 for both float types (float32 rounds once at the end, with the shorter
 # tables). Every branch is computed and selected, so the loops vectorize.
 # E: degree 12, max relative error 1.45e-19, sum |d_k| 1.13
@@ -362,10 +344,52 @@ def _erf_block(F, double: str) -> str:
                        scale=2 / (1 - ERF_T0),
                        exp="DOUBLE.exp_minus" if single else "exp_minus")
 
+_SOFTPLUS_DOUBLE = '''@njit(**JIT)
+def softplus(x):
+    # max(x, 0) + log1p(t), t = exp(-|x|) in [0, 1]. log1p(t) = e ln2 + log(1 + f) with f taken
+    # exactly from t (f = t, or f = (1+t)/2 - 1 = (t-1)/2 where 1+t > sqrt 2): no exponent
+    # extraction, no special cases, and none of the rounding of 1+t that log1p corrects.
+    t = exp(-abs(x))
+    big = t > SQRT2 - ONE
+    f = (t - ONE) * HALF if big else t
+    h = HALF * f * f
+    s = f / (TWO + f)
+    q = s * s
+    R = q * ({log_poly_q})
+    a = LN2_HI if big else ZERO
+    b = LN2_LO if big else ZERO
+    y = a - ((h - (s * (h + R) + b)) - f)
+    return (x if x > ZERO else ZERO) + y
+
+
+'''
+
+# float32 softplus: max(x, 0) + t Q(t), t = exp(-|x|), Q(t) = log1p(t)/t a polynomial in
+# s = 2t - 1 (tools/vmath_coefficients.py --single; relative error 8.4e-10, sum |d_k| 1.0):
+# no division and no select, where the float64 form above needs one of each.
+SOFTPLUS_Q = (0.8109302162163288, -0.14426355595755852, 0.03315244042086761,
+              -0.008460952872406847, 0.002288201453946999, -0.0006428557880034785,
+              0.00018512118850238976, -5.26883175421753e-05, 1.5670667294754227e-05,
+              -6.35613983849821e-06, 1.9401333922397076e-06)
+
+_SOFTPLUS_SINGLE = '''@njit(**JIT)
+def softplus(x):
+    # max(x, 0) + t Q(t), t = exp(-|x|) in [0, 1], Q(t) = log1p(t)/t a polynomial in s = 2t - 1
+    t = exp(-abs(x))
+    s = TWO * t - ONE
+    return (x if x > ZERO else ZERO) + t * ({poly})
+
+
+'''
+
 
 def _source(F, I, mant, bias, exp_degree, expm1_degree, log_terms, exp_lo, exp_hi, tanh_one,
             up_bits, ln2_hi, ln2_lo, double: str = "") -> str:
+    log_poly_q = _horner("q", [2 / (2 * k + 1) for k in range(1, log_terms + 1)])
+    softplus = (_SOFTPLUS_SINGLE.format(poly=_horner("s", SOFTPLUS_Q)) if F is np.float32 else
+                _SOFTPLUS_DOUBLE.format(log_poly_q=log_poly_q))
     return _TEMPLATE.format(
+        softplus_block=softplus,
         erf_block=_erf_block(F, double),
         double_import=(f"# erf and erfc use the float64 exp of {double}\n"
                        "from actdsl.backends.vmath import DOUBLE\n") if double else "",
@@ -382,7 +406,6 @@ def _source(F, I, mant, bias, exp_degree, expm1_degree, log_terms, exp_lo, exp_h
         expm1_poly=_horner("xs", [1 / math.factorial(k) for k in range(1, expm1_degree + 1)]),
         # (2 atanh(s) - 2s)/s = sum 2 z^k/(2k+1), z = s^2
         log_poly=_horner("z", [2 / (2 * k + 1) for k in range(1, log_terms + 1)]),
-        log_poly_q=_horner("q", [2 / (2 * k + 1) for k in range(1, log_terms + 1)]),
     )
 
 

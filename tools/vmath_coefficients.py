@@ -1,9 +1,10 @@
-"""Polynomial coefficients of the vectorized erf/erfc in ``actdsl/backends/vmath.py``, computed
+"""Polynomial coefficients of vectorized functions in ``actdsl/backends/vmath.py`` (erf, erfc,
+float32 softplus), computed
 with mpmath at 50 digits: Chebyshev interpolation (at Chebyshev points of the first kind:
 within a small factor of the best polynomial of that degree), then the same polynomial in the
 monomial basis of s, converted exactly at 50 digits. Run to reproduce the tables there:
 
-    python tools/erf_coefficients.py [--single]
+    python tools/vmath_coefficients.py [--single]
 
     E(s) = erf(x)/x           s = 2x^2 - 1                            |x| <= 1
     C(s) = erfc(x)            s = 4x - 3 (exact in floating point)     1/2 <= x <= 1
@@ -13,7 +14,9 @@ monomial basis of s, converted exactly at 50 digits. Run to reproduce the tables
 H lies in [0.43, 1/sqrt(pi)]: a series for erfc(x) exp(x^2) itself would tend to 0 and lose
 its relative accuracy to the rounding of its coefficients. Each monomial sum has sum|d_k| below
 1.2, so evaluating it in floating point cancels nothing. ``--single``: the shorter tables
-float32 uses (evaluated in float64, then rounded once).
+float32 uses (evaluated in float64, then rounded once), and float32 softplus's
+
+    Q(s) = log1p(t)/t          s = 2t - 1                              0 <= t <= 1
 """
 import sys
 
@@ -70,12 +73,21 @@ def H(s):
     return x * mp.erfc(x) * mp.exp(x * x)
 
 
+def Q(s):
+    t = (s + 1) / 2
+    return mp.log1p(t) / t if t else mp.mpf(1)
+
+
 def tables(kind):
     out = {}
     for name, f, n in zip("ECH", (E, C, H), DEGREES[kind]):
         d = monomial(chebyshev(f, n))
         err = max(abs(mp.polyval(d[::-1], s) - f(s)) / abs(f(s)) for s in mp.linspace(-1, 1, 401))
         out[name] = (d, err)
+    if kind == "single":
+        d = monomial(chebyshev(Q, 10))
+        out["SOFTPLUS_Q"] = (d, max(abs(mp.polyval(d[::-1], s) - Q(s)) / Q(s)
+                                    for s in mp.linspace(-1, 1, 401)))
     return out
 
 
@@ -84,5 +96,6 @@ if __name__ == "__main__":
     for name, (d, err) in tables(kind).items():
         print(f"# {name}: degree {len(d) - 1}, max relative error {mp.nstr(err, 3)}, "
               f"sum |d_k| {mp.nstr(mp.fsum(abs(a) for a in d), 3)}")
-        print(f"ERF_{name}_{kind.upper()} = ({', '.join(repr(float(a)) for a in d)})")
+        label = name if name.startswith("SOFTPLUS") else f"ERF_{name}_{kind.upper()}"
+        print(f"{label} = ({', '.join(repr(float(a)) for a in d)})")
     print(f"ERF_K, ERF_T0 = {float(K)!r}, {float(T0)!r}")
