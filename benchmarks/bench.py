@@ -47,14 +47,21 @@ def median_ms(fn, repeat: int) -> float:
     return statistics.median(times) * 1e3
 
 
+SETTLE_S = 0.05
+
+
 def interleaved_ms(fns: dict, repeat: int) -> dict:
     """Median ms of each callable, timed in rounds (each once per round, in turn): on a shared,
-    drifting machine this keeps the ratios between them honest."""
+    drifting machine this keeps the ratios between them honest. Each call starts after a pause
+    of SETTLE_S, untimed: JAX's worker threads keep spinning after a call, and measured here
+    they slowed whatever ran next (actdsl's softplus+norm:z: 24 ms alone, 31 to 36 ms right
+    after a JAX call, 24 ms after a 50 ms pause)."""
     for f in fns.values():
         f()
     times = {k: [] for k in fns}
     for _ in range(repeat):
         for k, f in fns.items():
+            time.sleep(SETTLE_S)
             t = time.perf_counter()
             f()
             times[k].append(time.perf_counter() - t)
