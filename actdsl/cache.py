@@ -63,7 +63,7 @@ def _write_atomically(path: Path, source: str):
 def load(source: str) -> types.ModuleType:
     """Import ``source`` from the cache directory (writing it if missing or damaged)."""
     from .backends.emit import check_generated
-    check_generated(source)
+    source = check_generated(source)  # before anything is written or run
     key = source_key(source)
     name = f"actdsl_generated_{key}"
     with _lock:
@@ -125,8 +125,8 @@ def _import_memory(name: str, source: str) -> types.ModuleType:
 
 
 def _execute(name: str, filename: str, source: str) -> types.ModuleType:
+    from .backends.emit import run_generated
     module = types.ModuleType(name)
     module.__file__ = filename
-    # compiler-made source, checked by emit.check_generated in load()
-    exec(compile(source, filename, "exec"), module.__dict__)
+    run_generated(source, filename, module.__dict__)
     return module

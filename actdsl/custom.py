@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import inspect
+import numbers
 import random
 from dataclasses import dataclass
 
@@ -102,6 +103,10 @@ def register(name: str, expr, description: str = "", *, defaults: dict | None = 
         raise ActdslError(f"register() takes a SymPy expression in z, not {type(expr).__name__}; "
                           "for Python code, subclass actdsl.Activation")
     defaults, learnable = dict(defaults or {}), dict(learnable or {})
+    for k, v in {**defaults, **learnable}.items():
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise ParameterError(f"{name!r}: the value of {k!r} must be a number, not "
+                                 f"{type(v).__name__}")
     symbols = {s.name: s for s in expr.free_symbols}
     unknown = set(symbols) - {"z"} - set(defaults) - set(learnable)
     if unknown:

@@ -21,6 +21,14 @@ class Primitive(sp.Function):
     is_real = True
     impl: dict[str, str] = {}
 
+    def __new__(cls, *args, **options):
+        # sp.Function would sympify its arguments, which parses (evaluates) a str: a primitive
+        # takes SymPy objects and numbers only. The ``eval`` classmethods below are SymPy's
+        # automatic-simplification hook (sigmoid(0) -> 1/2), given these arguments, never text.
+        if any(isinstance(a, str) for a in args):
+            raise TypeError(f"{cls.__name__} takes SymPy expressions or numbers, not text")
+        return super().__new__(cls, *args, **options)
+
     def elementary(self) -> sp.Expr:
         raise NotImplementedError
 

@@ -293,6 +293,11 @@ def test_generated_code_holds_only_the_compilers_words(tmp_path):
         check_generated("def forward(z):\n    return qqsentinel(z)\n")
     with pytest.raises(actdsl.ActdslError, match="not the compiler's"):
         check_generated("x = 'rm -rf'\n")
+    # every word of these is in the vocabulary ("import", "numpy"): dunders are refused as such
+    with pytest.raises(actdsl.ActdslError, match="nothing was run"):
+        check_generated("x = __import__('numpy')\n")
+    with pytest.raises(actdsl.ActdslError, match="nothing was run"):
+        check_generated("x = z.__class__\n")
 
 
 def test_the_cache_runs_what_it_generated_not_what_is_on_disk(tmp_path, monkeypatch):
@@ -308,3 +313,74 @@ def test_the_cache_runs_what_it_generated_not_what_is_on_disk(tmp_path, monkeypa
     monkeypatch.setattr(cache, "_scrub_numba_cache", tamper)
     module = cache.load("def forward(z):\n    return z\n")
     assert module.forward(3) == 3 and not sentinel.exists()
+
+
+def test_no_text_reaches_sympys_parser(monkeypatch):
+    """SymPy evaluates text only through sympy_parser (sympify of a str, which Function
+    constructors do to their arguments). Trap it, then compile hostile specs, formulas with every
+    function, custom activations and parameters on every CPU backend, print their LaTeX and
+    check one: the trap stays untouched. Text given where numbers or expressions belong is
+    refused before SymPy sees it."""
+    import sympy.parsing.sympy_parser as sympy_parser
+    from actdsl import stable
+
+    # every piece of text below carries one of these; SymPy parses a few names of its own
+    # (units, while it simplifies), which pass through
+    marks = ("texttrap", "import", "(z", "z)", "alpha", "givestext")
+    seen = []
+    real_parse = sympy_parser.parse_expr
+
+    def trap(text, *args, **kwargs):
+        if any(m in str(text) for m in marks):
+            seen.append(text)
+            raise AssertionError(f"SymPy was asked to parse {text!r}")
+        return real_parse(text, *args, **kwargs)
+
+    monkeypatch.setattr(sympy_parser, "parse_expr", trap)
+    with pytest.raises(AssertionError):
+        sp.sympify("__import__('os')")  # the trap is live
+    seen.clear()
+
+    z, a, r = sp.symbols("z a r")
+    actdsl.register("texttrap", z * a + r * z, defaults={"a": 0.5}, learnable={"r": 0.1}, replace=True)
+
+    class TextTrap2(actdsl.Activation):
+        def __init__(self, alpha=0.3):
+            self.alpha = alpha
+
+        def __call__(self, z):
+            return z * self.alpha + actdsl.sym.tanh(z)
+
+    specs = ["{exp(z) + log(1 + z*z) + tanh(z) + sqrt(abs(z)) + erf(z) + sigmoid(z) + softplus(z)"
+             " + expm1(z) + log1p(z*z) + sin(z) + cos(z) + where(z > 0, z, -z) + max(z, 1)"
+             " + min(z) + clip(z, -1, 1) - mean(z) + sum(z) + std(z) + var(z)}",
+             "texttrap(a=2)+texttrap2(alpha=0.5)+softmax", "prelu(r=0.25)+norm:z", "__import__"]
+    x = np.linspace(-2, 2, 12).reshape(3, 4)
+    for spec in specs:
+        for backend in ("numpy", "numba"):
+            try:
+                k = actdsl.compile(spec, backend=backend)
+            except actdsl.ActdslError:
+                assert spec == "__import__"
+                continue
+            p = k.init_params(4)
+            k(x, **p)
+            k.vjp(x, np.ones_like(x), **p)
+        if spec != "__import__":
+            actdsl.latex(spec)
+    assert actdsl.check("texttrap", backend="numba").passed
+    with pytest.raises(actdsl.ActdslError):
+        actdsl.register("texttrap3", z * a, defaults={"a": "__import__('os')"})
+    with pytest.raises(TypeError):
+        stable.sigmoid("__import__('os')")
+
+    class GivesText(actdsl.Activation):
+        def __call__(self, z):
+            return "__import__('os')"
+
+    with pytest.raises(actdsl.ActdslError):
+        actdsl.compile("givestext")
+    assert seen == []
+    actdsl.unregister("texttrap")
+    actdsl.unregister("texttrap2")
+    actdsl.unregister("givestext")

@@ -43,25 +43,38 @@ VOCABULARY = frozenset("""
 """.split())
 
 
-def check_generated(source: str) -> str:
-    """``source`` if every identifier and string in it is made of :data:`VOCABULARY` words;
-    otherwise an ActdslError (a generator let foreign text into code)."""
+class CheckedSource(str):
+    """Generated source that passed :func:`check_generated`: the only text :func:`run_generated`
+    executes without checking it again."""
+
+
+def check_generated(source: str) -> CheckedSource:
+    """``source`` if every identifier and string in it is made of :data:`VOCABULARY` words and no
+    identifier is a dunder (``__import__``, ``__builtins__``, ``__class__``: no generator writes
+    one); otherwise an ActdslError (a generator let foreign text into code)."""
+    if isinstance(source, CheckedSource):
+        return source
     try:
         tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
     except (tokenize.TokenError, SyntaxError) as e:
         raise ActdslError(f"internal error: generated code does not tokenize ({e})") from None
     for tok in tokens:
+        if tok.type == tokenize.NAME and "__" in tok.string:
+            raise ActdslError(f"internal error: generated code holds {tok.string[:40]!r}; "
+                              "nothing was run")
         if tok.type in (tokenize.NAME, tokenize.STRING):
             for word in re.findall(r"[A-Za-z]+", tok.string if tok.type == tokenize.NAME
                                    else tok.string.strip("'\"")):
                 if word not in VOCABULARY:
                     raise ActdslError(f"internal error: generated code holds {word[:40]!r}, which "
                                       "is not the compiler's; nothing was run")
-    return source
+    return CheckedSource(source)
 
 
 def run_generated(source: str, filename: str, namespace: dict) -> dict:
-    """Check and execute generated source in ``namespace`` (for backends that need no file)."""
+    """Execute generated source in ``namespace``, checked first (once: a :class:`CheckedSource` is
+    not checked again). The package's only ``exec``: the NumPy backend, actdsl.jax and the cache
+    of the Numba and CUDA backends all run their code through it."""
     exec(compile(check_generated(source), filename, "exec"), namespace)
     return namespace
 
