@@ -43,6 +43,20 @@ VOCABULARY = frozenset("""
 """.split())
 
 
+#: x - tanh(x), for the vmath (CPU) and CUDA runtime templates, which put their own decorator
+#: above it and define F, ZERO, ONE, TWO and tanh: Lambert's continued fraction for |x| < 2,
+#: where the difference cancels
+TANHSHRINK = """def tanhshrink(x):
+    small = abs(x) < TWO
+    xs = x if small else ZERO
+    x2 = xs * xs
+    q = ZERO
+    for k in range(12, 0, -1):
+        q = x2 / (F(2 * k + 1) + q)
+    return xs * q / (ONE + q) if small else x - tanh(x)
+"""
+
+
 class CheckedSource(str):
     """Generated source that passed :func:`check_generated`: the only text :func:`run_generated`
     executes without checking it again."""

@@ -23,7 +23,7 @@ import sympy as sp
 
 from .emit import Emitter, Source
 from ..derive import Plan
-from ..ir import RowMax, RowShift, RowSum, n, z
+from ..ir import RowMax, RowSum, n, z
 
 #: fast-math flags for generated row kernels: reassociation lets LLVM vectorize the row sums;
 #: contraction gives FMAs. Never nnan/ninf: NaN and inf keep their meaning.
@@ -240,15 +240,15 @@ class Storage:
     def replace(self, exprs):
         return [e.xreplace(self.symbol) for e in exprs]
 
-    def precompute(self, em: NumbaEmitter, p: int, params: list[str]) -> list[str]:
-        """A loop storing the calls that reducing pass ``p`` computes first (empty if none)."""
+    def precompute(self, src: Source, em: NumbaEmitter, p: int, params: list[str]):
+        """A loop storing the calls that reducing pass ``p`` computes first (none if no call)."""
         calls = [c for c, k in self.index.items() if self.first[c] == p and p in self.reducing]
         if not calls:
-            return []
+            return
+        _open_loop(src, params)
         lines, texts = em.block(calls, prefix="c")
-        body = ["z = x[j]", *[f"{q} = P{q[1:]}[j]" for q in params], *lines]
-        body += [f"T[{self.index[c]}, j] = {t}" for c, t in zip(calls, texts)]
-        return ["for j in range(nn):", *["    " + line for line in body]]
+        src(*lines, *[f"T[{self.index[c]}, j] = {t}" for c, t in zip(calls, texts)])
+        src.dedent()
 
     def loop_head(self, em: NumbaEmitter, p: int, exprs) -> list[str]:
         """Lines at the top of pass ``p``'s loop body: compute-and-store or load."""
@@ -282,16 +282,22 @@ def needed_reductions(plan: Plan, exprs) -> set:
     return needed
 
 
-def _row_loop(src: Source, em: NumbaEmitter, store: "Storage", p: int, params: list[str],
-              exprs) -> list[str]:
-    """Opens pass ``p``'s loop over the row (left open: the caller writes the rest of its body)
-    and returns the printed ``exprs``, stored values loaded."""
+def _open_loop(src: Source, params: list[str], g: bool = False):
+    """``for j`` over the row, loading z (and g, and the parameters) of element j; left open."""
     src("for j in range(nn):")
     src.indent()
-    src("z = x[j]", *[f"{q} = P{q[1:]}[j]" for q in params])
-    exprs = store.replace(exprs)
-    src(*store.loop_head(em, p, exprs))
-    lines, texts = em.block(exprs, prefix="f")
+    src("z = x[j]", *(["g = gy[j]"] if g else []), *[f"{q} = P{q[1:]}[j]" for q in params])
+
+
+def _row_loop(src: Source, em: NumbaEmitter, store: "Storage | None", p: int, params: list[str],
+              exprs, prefix: str = "f", g: bool = False) -> list[str]:
+    """Opens pass ``p``'s loop over the row (left open: the caller writes the rest of its body)
+    and returns the printed ``exprs``, stored values loaded."""
+    _open_loop(src, params, g)
+    if store is not None:
+        exprs = store.replace(exprs)
+        src(*store.loop_head(em, p, exprs))
+    lines, texts = em.block(exprs, prefix=prefix)
     src(*lines)
     return texts
 
@@ -304,7 +310,6 @@ def _reduction_passes(src: Source, em: NumbaEmitter, plan: Plan, params: list[st
     ``argmax`` a row maximum also gets its first argmax (a VJP routes gradients through it),
     found by a search that stops there."""
     depths = [[r for r in g if only is None or r.symbol in only] for g in plan.depths]
-
     for p, group in enumerate(depths):
         if not group:
             continue
@@ -314,7 +319,7 @@ def _reduction_passes(src: Source, em: NumbaEmitter, plan: Plan, params: list[st
                 src(f"a_{k} = 0.0")
             else:
                 src(f"m_{k} = vm.lowest_key(nf)", f"nan_{k} = False")
-        src(*store.precompute(em, p, params))
+        store.precompute(src, em, p, params)
         bodies = _row_loop(src, em, store, p, params, [r.body for r in group])
         for r, body in zip(group, bodies):
             k = r.symbol.name
@@ -429,13 +434,8 @@ def _rows_forward(src: Source, plan: Plan, params: list[str]):
     store = forward_storage(plan)
     body = Source()
     _reduction_passes(body, em, plan, params, store)
-    body("for j in range(nn):")
-    body.indent()
-    body("z = x[j]", *[f"{p} = P{p[1:]}[j]" for p in params])
-    (out_expr,) = store.replace([plan.out])
-    body(*store.loop_head(em, len(plan.depths), [out_expr]))
-    lines, (out,) = em.block([out_expr])
-    body(*lines, f"y[j] = {out}")
+    (out,) = _row_loop(body, em, store, len(plan.depths), params, [plan.out], prefix="t")
+    body(f"y[j] = {out}")
     constants = em.prologue()
     cols = "".join(f", P{p[1:]}" for p in params)
     src(f"@njit(fastmath={ROW_FLAGS}, cache=True, nogil=True, error_model='numpy')",
@@ -461,11 +461,9 @@ def _rows_derivative(src: Source, plan: Plan, params: list[str]):
     at = len(src.lines)
     src("for i in range(X.shape[0]):")
     src.indent()
-    src("x = X[i]", "y = Y[i]", "for j in range(nn):")
-    src.indent()
-    src("z = x[j]", *[f"{p} = P{p[1:]}[j]" for p in params])
-    lines, (d,) = em.block([plan.dout_dz])
-    src(*lines, f"y[j] = z if z != z else {d}")
+    src("x = X[i]", "y = Y[i]")
+    (d,) = _row_loop(src, em, None, 0, params, [plan.dout_dz], prefix="t")
+    src(f"y[j] = z if z != z else {d}")
     src.dedent()
     src.dedent()
     _row_prologue(src, em, at)
@@ -492,14 +490,9 @@ def _rows_vjp(src: Source, plan: Plan, params: list[str]):
     if sums:
         for name, _ in sums:
             src(f"{name} = 0.0")
-        sum_exprs = store.replace([e for _, e in sums])
-        src(*store.precompute(em, D, params))
-        src("for j in range(nn):")
-        src.indent()
-        src("z = x[j]", "g = gy[j]", *[f"{p} = P{p[1:]}[j]" for p in params])
-        src(*store.loop_head(em, D, sum_exprs))
-        lines, texts = em.block(sum_exprs, prefix="s")
-        src(*lines, *[f"{name} += {t}" for (name, _), t in zip(sums, texts)])
+        store.precompute(src, em, D, params)
+        texts = _row_loop(src, em, store, D, params, [e for _, e in sums], prefix="s", g=True)
+        src(*[f"{name} += {t}" for (name, _), t in zip(sums, texts)])
         src.dedent()
         src(*[f"{name} = vm.lit(nf, {name})" for name, _ in sums])
     for (m, k), e in plan.dbody_dr.items():
@@ -509,14 +502,8 @@ def _rows_vjp(src: Source, plan: Plan, params: list[str]):
             src(*lines, f"S_{m.name}_{k.name} = {t}")
     src(*lambda_lines(plan))
     # the pass writing dz and accumulating parameter gradients
-    src("for j in range(nn):")
-    src.indent()
-    src("z = x[j]", "g = gy[j]", *[f"{p} = P{p[1:]}[j]" for p in params])
     exprs, keys = _vjp_final(plan)
-    exprs = store.replace(exprs)
-    src(*store.loop_head(em, D + 1, exprs))
-    lines, texts = em.block(exprs, prefix="d")
-    src(*lines)
+    texts = _row_loop(src, em, store, D + 1, params, exprs, prefix="d", g=True)
     dz, dps = final_terms(plan, texts, keys, zero="vm.lit(nf, 0.0)")
     src(f"dzj = {dz}", "dx[j] = z if z != z else dzj")
     src(*[f"DP{i}[j] += {t}" for i, t in enumerate(dps)])

@@ -24,7 +24,7 @@ import functools
 import numpy as np
 import sympy as sp
 
-from .emit import Source
+from .emit import TANHSHRINK, Source
 from .numba_cpu import (NumbaEmitter, _vjp_final, _vjp_needed, _vjp_sums, final_terms,
                         lambda_lines)
 from ..derive import Plan
@@ -97,15 +97,7 @@ def softsign(x):
 
 
 @cuda.jit(device=True)
-def tanhshrink(x):
-    small = abs(x) < TWO
-    xs = x if small else ZERO
-    x2 = xs * xs
-    q = ZERO
-    for k in range(12, 0, -1):
-        q = x2 / (F(2 * k + 1) + q)
-    return xs * q / (ONE + q) if small else x - tanh(x)
-
+{tanhshrink}
 
 @cuda.jit(device=True)
 def sech(x):
@@ -219,7 +211,8 @@ class _Gen:
 
     def text(self) -> str:
         integral = 2.0 ** (23 if self.dtype == "float32" else 52)
-        head = RUNTIME.format(F=self.dtype, key=self.key, tpb=TPB, integral=integral)
+        head = RUNTIME.format(F=self.dtype, key=self.key, tpb=TPB, integral=integral,
+                              tanhshrink=TANHSHRINK)
         consts = [f"{name} = F({value})" for value, name in self.constants.items()]
         slots = f"SLOTS = {self.slots}"
         return head + "\n" + "\n".join(consts + [slots]) + "\n\n" + self.src.text()

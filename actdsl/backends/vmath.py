@@ -22,6 +22,7 @@ from numba import njit, types
 from numba.extending import overload
 
 from .. import cache
+from .emit import TANHSHRINK
 
 #: FMA contraction only. Reassociation would undo the Cody-Waite reduction; nnan/ninf would
 #: break NaN and inf handling.
@@ -160,16 +161,7 @@ def softsign(x):
 
 
 @njit(**JIT)
-def tanhshrink(x):
-    # x - tanh(x); Lambert's continued fraction for |x| < 2, where the difference cancels
-    small = abs(x) < TWO
-    xs = x if small else ZERO
-    x2 = xs * xs
-    q = ZERO
-    for k in range(12, 0, -1):
-        q = x2 / (F(2 * k + 1) + q)
-    return xs * q / (ONE + q) if small else x - tanh(x)
-
+{tanhshrink}
 
 @njit(**JIT)
 def sigmoid(x):
@@ -396,11 +388,12 @@ def softplus(x):
 
 def _source(F, I, mant, bias, exp_degree, expm1_degree, log_terms, exp_lo, exp_hi,
             up_bits, ln2_hi, ln2_lo, double: str = "") -> str:
-    log_poly_q = _horner("q", [2 / (2 * k + 1) for k in range(1, log_terms + 1)])
     softplus = (_SOFTPLUS_SINGLE.format(poly=_horner("s", SOFTPLUS_Q)) if F is np.float32 else
-                _SOFTPLUS_DOUBLE.format(log_poly_q=log_poly_q))
+                _SOFTPLUS_DOUBLE.format(log_poly_q=_horner("q", [2 / (2 * k + 1)
+                                                              for k in range(1, log_terms + 1)])))
     tanh_r = TANH_R_SINGLE if F is np.float32 else TANH_R_DOUBLE
     return _TEMPLATE.format(
+        tanhshrink=TANHSHRINK,
         tanh_poly=_horner("u", tanh_r),
         softplus_block=softplus,
         erf_block=_erf_block(F, double),
