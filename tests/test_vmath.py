@@ -118,3 +118,20 @@ def test_signed_zero_and_subnormals(dtype):
         assert np.signbit(y[0]), name
         assert y[1] == tiny and y[2] == -tiny, name
     assert ufunc("log")(np.array([tiny], dtype))[0] == np.log(np.array(tiny, np.float64)).astype(dtype)
+
+
+@pytest.mark.parametrize("kind", ["double", "single"])
+def test_polynomial_tables_are_the_tools_output(kind):
+    """Every table in vmath.py is what tools/vmath_coefficients.py computes (from mpmath), so the
+    tables can be reproduced (their accuracy is what the ULP test above measures), and none of
+    them cancels when evaluated (sum |d_k| X^k, X the largest |variable|, at most 1.2)."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parent.parent / "tools" / "vmath_coefficients.py"
+    spec = importlib.util.spec_from_file_location("vmath_coefficients", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    for name, (d, _, X) in tool.tables(kind).items():
+        assert getattr(vm, name) == tuple(float(a) for a in d), name
+        assert mp.fsum(abs(a) * X ** k for k, a in enumerate(d)) <= 1.2, name

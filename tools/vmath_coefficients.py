@@ -1,10 +1,11 @@
-"""Polynomial coefficients of vectorized functions in ``actdsl/backends/vmath.py`` (erf, erfc,
-float32 softplus), computed
-with mpmath at 50 digits: Chebyshev interpolation (at Chebyshev points of the first kind:
-within a small factor of the best polynomial of that degree), then the same polynomial in the
-monomial basis of s, converted exactly at 50 digits. Run to reproduce the tables there:
+"""Polynomial coefficients of the vectorized functions in ``actdsl/backends/vmath.py``, computed
+with mpmath at 50 digits: Chebyshev interpolation (at Chebyshev points of the first kind: within
+a small factor of the best polynomial of that degree), then the same polynomial in the monomial
+basis of its variable, converted exactly at 50 digits. Run to reproduce the tables there:
 
     python tools/vmath_coefficients.py [--single]
+
+erf, erfc and the normal CDF, evaluated in float64 for both kinds (float32 rounds once):
 
     E(s) = erf(x)/x           s = 2x^2 - 1                            |x| <= 1
     C(s) = erfc(x)            s = 4x - 3 (exact in floating point)     1/2 <= x <= 1
@@ -12,14 +13,18 @@ monomial basis of s, converted exactly at 50 digits. Run to reproduce the tables
                               t = (x-K)/(x+K), t0 = (1-K)/(1+K)
 
 H lies in [0.43, 1/sqrt(pi)]: a series for erfc(x) exp(x^2) itself would tend to 0 and lose
-its relative accuracy to the rounding of its coefficients. Each monomial sum has sum|d_k| below
-1.2, so evaluating it in floating point cancels nothing. ``--single``: the shorter tables
-float32 uses (evaluated in float64, then rounded once), and float32 softplus's
+its relative accuracy to the rounding of its coefficients. The others, evaluated in the kind's
+own type (degrees double / single):
 
-    Q(s) = log1p(t)/t          s = 2t - 1                              0 <= t <= 1
+    R(u) = (tanh(x) - x)/x^3   u = x^2 <= 0.3025 (|x| < 0.55)        tanh, 10 / 4
+    Q(s) = log1p(t)/t          s = 2t - 1, 0 <= t <= 1               softplus, 20 / 10
+    P(r) = (e^r - 1 - r)/r^2   |r| <= ln(2)/2                        exp = 1 + r(1 + r P), 10 / 4
+    L(q) = (2 atanh(v) - 2v)/v^3, q = v^2 <= ((sqrt2-1)/(sqrt2+1))^2  log, 6 / 2
 
-and tanh's R(u) = (tanh(x) - x)/x^3, u = x^2 <= 0.3025 (|x| < 0.55), as monomials in u
-(sum |e_k| U^k = 0.38: no cancellation), degree 10 (double) or 4 (single).
+R, P and L as monomials in u, r and q. P and L replace truncated Taylor series two or three
+terms longer (the interpolant spreads its error over the interval). Each table prints
+sum |d_k| X^k, X the largest |variable|: all are at most 1.2, so evaluating them in floating
+point cancels nothing.
 """
 import sys
 
@@ -92,36 +97,64 @@ def R(s):
     return (mp.tanh(x) - x) / x ** 3
 
 
-def in_u(d):
+def in_u(d, U=TANH_U):
     """sum d_k s^k with s = 2u/U - 1, as sum e_j u^j."""
     e = [mp.mpf(0)] * len(d)
     for k, dk in enumerate(d):
         for j in range(k + 1):
-            e[j] += dk * mp.binomial(k, j) * (2 / TANH_U) ** j * (-1) ** (k - j)
+            e[j] += dk * mp.binomial(k, j) * (2 / U) ** j * (-1) ** (k - j)
     return e
 
 
+EXP_R = mp.log(2) / 2
+
+
+def P(s):
+    r = s * EXP_R
+    if abs(r) < mp.mpf("1e-20"):  # (e^r - 1 - r)/r^2 cancels to nothing at 50 digits there
+        return mp.mpf(1) / 2 + r / 6
+    return (mp.exp(r) - 1 - r) / r ** 2
+
+
+LOG_Q = ((mp.sqrt(2) - 1) / (mp.sqrt(2) + 1)) ** 2
+
+
+def L(s):
+    q = (s + 1) * LOG_Q / 2
+    if q < mp.mpf("1e-30"):
+        return mp.mpf(2) / 3
+    v = mp.sqrt(q)
+    return (2 * mp.atanh(v) - 2 * v) / v ** 3
+
+
+def relative_error(d, f, at=lambda s: s, points=401):
+    """max |sum d_k at(s)^k - f(s)| / |f(s)| over s in [-1, 1]."""
+    return max(abs(mp.polyval(d[::-1], at(s)) - f(s)) / abs(f(s)) for s in mp.linspace(-1, 1, points))
+
+
 def tables(kind):
+    single = kind == "single"
     out = {}
     for name, f, n in zip("ECH", (E, C, H), DEGREES[kind]):
         d = monomial(chebyshev(f, n))
-        err = max(abs(mp.polyval(d[::-1], s) - f(s)) / abs(f(s)) for s in mp.linspace(-1, 1, 401))
-        out[name] = (d, err)
-    e = in_u(monomial(chebyshev(R, 4 if kind == "single" else 10)))
-    out[f"TANH_R_{kind.upper()}"] = (e, max(abs(mp.polyval(e[::-1], (s + 1) * TANH_U / 2) - R(s)) / abs(R(s))
-                                          for s in mp.linspace(-1, 1, 201)))
-    if kind == "single":
-        d = monomial(chebyshev(Q, 10))
-        out["SOFTPLUS_Q"] = (d, max(abs(mp.polyval(d[::-1], s) - Q(s)) / Q(s)
-                                    for s in mp.linspace(-1, 1, 401)))
+        out[f"ERF_{name}_{kind.upper()}"] = (d, relative_error(d, f), 1)
+    e = in_u(monomial(chebyshev(R, 4 if single else 10)))
+    out[f"TANH_R_{kind.upper()}"] = (e, relative_error(e, R, lambda s: (s + 1) * TANH_U / 2, 201),
+                                     TANH_U)
+    d = monomial(chebyshev(Q, 10 if single else 20))
+    out[f"SOFTPLUS_Q_{kind.upper()}"] = (d, relative_error(d, Q), 1)
+    d = [a / EXP_R ** k for k, a in enumerate(monomial(chebyshev(P, 4 if single else 10)))]
+    out[f"EXP_P_{kind.upper()}"] = (d, relative_error(d, P, lambda s: s * EXP_R), EXP_R)
+    d = in_u(monomial(chebyshev(L, 2 if single else 6)), LOG_Q)
+    out[f"LOG_L_{kind.upper()}"] = (d, relative_error(d, L, lambda s: (s + 1) * LOG_Q / 2), LOG_Q)
     return out
 
 
 if __name__ == "__main__":
     kind = "single" if "--single" in sys.argv else "double"
-    for name, (d, err) in tables(kind).items():
+    for name, (d, err, X) in tables(kind).items():
+        # X: the largest |variable|; sum |d_k| X^k near the sum itself means nothing cancels
         print(f"# {name}: degree {len(d) - 1}, max relative error {mp.nstr(err, 3)}, "
-              f"sum |d_k| {mp.nstr(mp.fsum(abs(a) for a in d), 3)}")
-        label = name if name.startswith(("SOFTPLUS", "TANH")) else f"ERF_{name}_{kind.upper()}"
-        print(f"{label} = ({', '.join(repr(float(a)) for a in d)})")
+              f"sum |d_k| X^k {mp.nstr(mp.fsum(abs(a) * X ** k for k, a in enumerate(d)), 3)}")
+        print(f"{name} = ({', '.join(repr(float(a)) for a in d)})")
     print(f"ERF_K, ERF_T0 = {float(K)!r}, {float(T0)!r}")
