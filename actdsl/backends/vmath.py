@@ -15,11 +15,14 @@ the argument, so generated kernels write ``vm.exp(x)``, and ``vm.lit(x, 0.5)`` f
 """
 from __future__ import annotations
 
+import hashlib
 import math
+from pathlib import Path
 
 import numpy as np
-from numba import njit, types
-from numba.extending import overload
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic, overload
 
 from .. import cache
 from .emit import TANHSHRINK
@@ -215,43 +218,7 @@ def sech(x):
     return TWO * e / (ONE + e * e)
 
 
-@njit(**JIT)
-def shifted(a, b):
-    return ZERO if a == b else a - b
-
-
 {erf_block}
-
-
-SIGNLESS = I({signless})
-
-
-@njit(**JIT)
-def order_key(x):
-    # an integer that orders like x (integer max reductions vectorize; float ones with NaN
-    # semantics do not). NaN is tracked apart by the caller.
-    # (I(...): Numba types int32 arithmetic as int64, which would halve the vector width)
-    b = as_bits(x)
-    return I(b ^ ((b >> I({width_minus_1})) & SIGNLESS))
-
-
-@njit(**JIT)
-def max_key(a, b):
-    # the larger of key a and float b's key, in the key's width (Numba's max widens int32 to int64)
-    c = as_bits(b)
-    k = I(c ^ ((c >> I({width_minus_1})) & SIGNLESS))
-    return I(a if a > k else k)
-
-
-@njit(**JIT)
-def from_order_key(a, b):
-    # the float (of a's type) whose key is b
-    return from_bits(I(b ^ ((b >> I({width_minus_1})) & SIGNLESS)))
-
-
-@njit(**JIT)
-def lowest_key(x):
-    return I({lowest_key})   # order_key(-inf)
 '''
 
 
@@ -444,11 +411,8 @@ def _source(F, I, mant, bias, expm1_degree, exp_lo, exp_hi, up_bits, ln2_hi, ln2
         tiny=float(np.finfo(F).smallest_normal), up=2.0 ** up_bits, up_bits=up_bits,
         sqrt2=math.sqrt(2), shifter=1.5 * 2.0 ** mant,
         shifter_bits=int(np.array(1.5 * 2.0 ** mant, F).view(I)), mant_mask=(1 << mant) - 1, one_bits=bias << mant, exp_mask=2 * bias + 1,
-        signless=(1 << (np.dtype(F).itemsize * 8 - 1)) - 1,
-        width_minus_1=np.dtype(F).itemsize * 8 - 1,
         exp_core_zero=_EXP_CORE.format(b="ZERO", poly=exp_poly),
         exp_core_b=_EXP_CORE.format(b="b", poly=exp_poly),
-        lowest_key=int(np.array(-np.inf, F).view(I) ^ ((1 << (np.dtype(F).itemsize * 8 - 1)) - 1)),
         # (e^x - 1)/x = sum x^k/(k+1)!
         expm1_poly=_horner("xs", [1 / math.factorial(k) for k in range(1, expm1_degree + 1)]),
         log_poly=_horner("z", table[f"LOG_L_{kind}"]),
@@ -462,9 +426,12 @@ DOUBLE = _F64  # the float32 module's erf and erfc compute in float64, with this
 _F32 = cache.load(_source(np.float32, np.int32, 23, 127, expm1_degree=10, exp_lo=-104.0,
                           exp_hi=89.0, up_bits=25, ln2_hi=0.693359375, ln2_lo=-2.12194440e-4,
                           double=_F64.__name__))
-MODULES = f"{_F32.__name__}, {_F64.__name__}"
-NAMES = ("exp", "expm1", "log", "log1p", "tanh", "tanhshrink", "softsign", "sigmoid", "softplus", "sech", "shifted",
-         "order_key", "lowest_key", "ncdf", "erf", "erfc", "max_key", "from_order_key")
+#: what generated kernels name in their header: the math modules, and this file's own digest
+#: (for the intrinsics below, whose IR lands in the kernels' cached machine code)
+SOURCE_DIGEST = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+MODULES = f"{_F32.__name__}, {_F64.__name__} (vmath.py {SOURCE_DIGEST})"
+NAMES = ("exp", "expm1", "log", "log1p", "tanh", "tanhshrink", "softsign", "sigmoid", "softplus",
+         "sech", "ncdf", "erf", "erfc")
 F64 = {name: getattr(_F64, name) for name in NAMES}
 F32 = {name: getattr(_F32, name) for name in NAMES}
 
@@ -513,41 +480,130 @@ softsign = _dispatching("softsign", 1)
 sigmoid = _dispatching("sigmoid", 1)
 softplus = _dispatching("softplus", 1)
 sech = _dispatching("sech", 1)
-shifted = _dispatching("shifted", 2)
-order_key = _dispatching("order_key", 1)
 ncdf = _dispatching("ncdf", 1)
 erf = _dispatching("erf", 1)
 erfc = _dispatching("erfc", 1)
-lowest_key = _dispatching("lowest_key", 1)
 
 
-max_key = _dispatching("max_key", 2, by=1)           # max_key(key, x): the float picks
-from_order_key = _dispatching("from_order_key", 2, by=0)  # from_order_key(like, key)
+
+# -- small helpers as intrinsics -------------------------------------------------------------------
+# A few instructions each, written as LLVM IR into the caller: as overloads or jitted functions
+# each was one more function for Numba to compile, optimize and link per type (40-70 ms apiece;
+# softmax's row kernel called six of them). Their IR is part of this file, which generated
+# kernels name (SOURCE_DIGEST in MODULES) so that a change here gives new cache files.
+
+def _float_of(*args):
+    """float32 when every argument is float32, float64 for any other numbers, else None."""
+    if all(a == types.float32 for a in args):
+        return types.float32
+    if all(isinstance(a, (types.Float, types.Integer, types.Boolean)) for a in args):
+        return types.float64
+    return None
 
 
-@njit(cache=True, **JIT_OPTIONS)
-def ipow2(x):
-    return x * x
+def _key_of(f):
+    return types.int32 if f == types.float32 else types.int64
 
 
-@njit(cache=True, **JIT_OPTIONS)
-def ipow3(x):
-    return x * x * x
+def _flagged(instr):
+    instr.flags.append("contract")  # as the kernels' fastmath: may fuse into an FMA
+    return instr
 
 
-@njit(cache=True, **JIT_OPTIONS)
-def ipow4(x):
-    y = x * x
-    return y * y
+def _order_key(builder, value, width):
+    # an integer that orders like the float (integer max reductions vectorize; float ones with
+    # NaN semantics do not); NaN is tracked apart by the caller. Its own inverse.
+    b = builder.bitcast(value, ir.IntType(width)) if value.type != ir.IntType(width) else value
+    sign = builder.ashr(b, ir.Constant(b.type, width - 1))
+    return builder.xor(b, builder.and_(sign, ir.Constant(b.type, (1 << (width - 1)) - 1)))
 
 
-def lit(like, value):
+@intrinsic
+def lit(typingctx, like, value):
     """``value`` as the float type of ``like`` (so literals never promote float32 to float64)."""
-    raise TypeError("vm.lit is for Numba-compiled code")
+    f = types.float32 if like == types.float32 else types.float64
+    if not isinstance(value, (types.Float, types.Integer, types.Boolean)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return context.cast(builder, args[1], sig.args[1], f)
+    return f(like, value), codegen
 
 
-@overload(lit, jit_options=JIT_OPTIONS)
-def _ov_lit(like, value):
-    if like == types.float32:
-        return lambda like, value: np.float32(value)
-    return lambda like, value: np.float64(value)
+@intrinsic
+def shifted(typingctx, a, b):
+    """a - b, and 0 where a == b (inf - inf would be NaN: softmax's shift at an infinite max)."""
+    f = _float_of(a, b)
+    if f is None:
+        return None
+
+    def codegen(context, builder, sig, args):
+        x, y = (context.cast(builder, v, t, f) for v, t in zip(args, sig.args))
+        same = builder.fcmp_ordered("==", x, y)
+        return builder.select(same, ir.Constant(x.type, 0.0), builder.fsub(x, y))
+    return f(a, b), codegen
+
+
+@intrinsic
+def lowest_key(typingctx, like):
+    """The key of -inf in the key type of ``like``'s float type."""
+    f = _float_of(like)
+    if f is None:
+        return None
+    key = _key_of(f)
+
+    def codegen(context, builder, sig, args):
+        width = key.bitwidth
+        minus_inf = np.array(-np.inf, f"float{width}").view(f"int{width}")
+        return ir.Constant(ir.IntType(width), int(minus_inf) ^ ((1 << (width - 1)) - 1))
+    return key(like), codegen
+
+
+@intrinsic
+def max_key(typingctx, a, b):
+    """The larger of key ``a`` and float ``b``'s key, in ``b``'s key type."""
+    f = _float_of(b)
+    if f is None or not isinstance(a, types.Integer):
+        return None
+    key = _key_of(f)
+
+    def codegen(context, builder, sig, args):
+        m = context.cast(builder, args[0], sig.args[0], key)
+        k = _order_key(builder, context.cast(builder, args[1], sig.args[1], f), key.bitwidth)
+        return builder.select(builder.icmp_signed(">", m, k), m, k)
+    return key(a, b), codegen
+
+
+@intrinsic
+def from_order_key(typingctx, like, k):
+    """The float of ``like``'s type whose key is ``k``."""
+    f = _float_of(like)
+    if f is None or not isinstance(k, types.Integer):
+        return None
+    key = _key_of(f)
+
+    def codegen(context, builder, sig, args):
+        bits = _order_key(builder, context.cast(builder, args[1], sig.args[1], key), key.bitwidth)
+        return builder.bitcast(bits, context.get_value_type(f))
+    return f(like, k), codegen
+
+
+def _power(n):
+    @intrinsic
+    def ipow(typingctx, x):
+        f = _float_of(x)
+        if f is None:
+            return None
+
+        def codegen(context, builder, sig, args):
+            v = context.cast(builder, args[0], sig.args[0], f)
+            square = _flagged(builder.fmul(v, v))
+            if n == 2:
+                return square
+            return _flagged(builder.fmul(square, v if n == 3 else square))
+        return f(x), codegen
+    ipow.__name__ = f"ipow{n}"
+    return ipow
+
+
+ipow2, ipow3, ipow4 = _power(2), _power(3), _power(4)
