@@ -22,12 +22,20 @@ class Primitive(sp.Function):
     impl: dict[str, str] = {}
 
     def __new__(cls, *args, **options):
-        # sp.Function would sympify its arguments, which parses (evaluates) a str: a primitive
-        # takes SymPy objects and numbers only. The ``eval`` classmethods below are SymPy's
-        # automatic-simplification hook (sigmoid(0) -> 1/2), given these arguments, never text.
-        if any(isinstance(a, str) for a in args):
-            raise TypeError(f"{cls.__name__} takes SymPy expressions or numbers, not text")
-        return super().__new__(cls, *args, **options)
+        # sp.Function would sympify its arguments, which parses (evaluates) text: a str, and
+        # also what holds one (a NumPy string array, an object whose str() it falls back to).
+        # Strict sympify converts only SymPy objects and numbers and refuses the rest unparsed,
+        # so the ``eval`` classmethods below (SymPy's automatic-simplification hook, sigmoid(0)
+        # -> 1/2) and everything after them see SymPy objects, never text.
+        return super().__new__(cls, *(cls._strict(a) for a in args), **options)
+
+    @classmethod
+    def _strict(cls, a):
+        try:
+            return sp.sympify(a, strict=True)
+        except sp.SympifyError:
+            raise TypeError(f"{cls.__name__} takes SymPy expressions or numbers, not "
+                            f"{type(a).__name__}") from None
 
     def elementary(self) -> sp.Expr:
         raise NotImplementedError

@@ -373,6 +373,12 @@ def test_no_text_reaches_sympys_parser(monkeypatch):
         actdsl.register("texttrap3", z * a, defaults={"a": "__import__('os')"})
     with pytest.raises(TypeError):
         stable.sigmoid("__import__('os')")
+    # text in other clothes: SymPy's plain sympify parses a NumPy string array
+    for text in (b"__import__('os')", np.array("__import__('os')"), np.str_("__import__('os')")):
+        with pytest.raises(TypeError, match="takes SymPy expressions or numbers"):
+            stable.softplus(text)
+        with pytest.raises(TypeError):
+            stable.shifted(z, text)
 
     class GivesText(actdsl.Activation):
         def __call__(self, z):

@@ -27,7 +27,7 @@ from ..stable import Primitive
 #: are not code. A new word in a generator belongs here.
 VOCABULARY = frozenset("""
     A BIAS BIG BITS D DOUBLE DP DX E ENABLE CUDASIM EXP F FULL False GY HALF HI I IDX INDEX INF INTEGRAL
-    IONE JIT LN LO LOG MANT MASK NAN NEG None ONE OUT P PART R RSQRT S SH SHARED SI SIGNLESS SIM
+    IONE JIT LN LO LOG MANT MASK NAN NEG None ONE OUT P PART R RSQRT S SH SHARED SI SIM
     SHIFTER SLOTS SQRT T TANH TINY TPB TWO True UP WANT WARPS X Y ZERO
     a abs acc actdsl all and arcsinh break arctan argmax array as asinh at atan b backends big bits
     blockDim blockIdx bool c cache ceil column config contract copysign cos cosh cuda d def der
