@@ -589,9 +589,7 @@ class Runner:
         """parallel.run, the first call per kernel and dtype (the one that compiles) with the
         garbage collector paused."""
         key = (kernel, np.dtype(dtype))
-        if key in self._called:
-            return parallel.run(kernel, args_for_chunk, parts)
-        with collector_paused():
+        with contextlib.nullcontext() if key in self._called else collector_paused():
             parallel.run(kernel, args_for_chunk, parts)
         self._called.add(key)
 

@@ -15,7 +15,6 @@ the argument, so generated kernels write ``vm.exp(x)``, and ``vm.lit(x, 0.5)`` f
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 
@@ -40,6 +39,12 @@ def _horner1(var: str, coeffs: list[float], T: str = "F") -> str:
     return text
 
 
+def _leading(var: str, coeffs: list[float], tail: str, T: str) -> str:
+    """c0 + v*(c1 + v*tail), ``tail`` a parenthesized or atomic term: the two leading terms outermost, so the result rounds once at the
+    top and the tail's roundings are scaled by v^2."""
+    return f"{T}({coeffs[0]!r}) + {var} * ({T}({coeffs[1]!r}) + {var} * {tail})"
+
+
 def _horner(var: str, coeffs: list[float], T: str = "F") -> str:
     """c0 + v*(c1 + v*R(v)) with the tail R as even(v^2) + v odd(v^2): two Horner chains of half
     the length, which the CPU runs side by side (a chain of dependent FMAs is bound by their
@@ -50,7 +55,7 @@ def _horner(var: str, coeffs: list[float], T: str = "F") -> str:
     tail = coeffs[2:]
     square = f"({var} * {var})"
     split = f"({_horner1(square, tail[0::2], T)}) + {var} * ({_horner1(square, tail[1::2], T)})"
-    return f"{T}({coeffs[0]!r}) + {var} * ({T}({coeffs[1]!r}) + {var} * ({split}))"
+    return _leading(var, coeffs, f"({split})", T)
 
 
 def _estrin(var: str, coeffs: list[float], T: str = "F") -> str:
@@ -68,7 +73,7 @@ def _estrin(var: str, coeffs: list[float], T: str = "F") -> str:
         pairs = [f"({a} + {power} * {b})" for a, b in zip(terms[0::2], terms[1::2])]
         terms = pairs + terms[len(pairs) * 2:]
         power = f"({power} * {power})"
-    return f"{T}({coeffs[0]!r}) + {var} * ({T}({coeffs[1]!r}) + {var} * {terms[0]})"
+    return _leading(var, coeffs, terms[0], T)
 
 
 #: exp(t - b) for EXP_LO < t < EXP_HI, into y: pasted into exp, exp_minus and exp_neg_abs (one
@@ -212,7 +217,16 @@ def sigmoid(x):
     return d if x >= ZERO else (e * d if x < ZERO else x)
 
 
-{softplus_block}@njit(**JIT)
+@njit(**JIT)
+def softplus(x):
+    # max(x, 0) + t Q(s), t = exp(-|x|) in [0, 1], Q(s) = log1p(t)/t a polynomial in s = 2t - 1
+    # (tools/vmath_coefficients.py): no division and no select, where log1p(t) needs one of each
+    t = exp_neg_abs(x)
+    s = TWO * t - ONE
+    return (x if x > ZERO else ZERO) + t * ({softplus_poly})
+
+
+@njit(**JIT)
 def sech(x):
     e = exp_neg_abs(x)
     return TWO * e / (ONE + e * e)
@@ -381,18 +395,6 @@ TANH_R_DOUBLE = (-0.3333333333333333, 0.13333333333332714, -0.053968253967434016
 TANH_R_SINGLE = (-0.3333333200797698, 0.1333311372902087, -0.05390942882746055,
                  0.021309388664443474, -0.006610227831114734)
 
-_SOFTPLUS = '''@njit(**JIT)
-def softplus(x):
-    # max(x, 0) + t Q(s), t = exp(-|x|) in [0, 1], Q(s) = log1p(t)/t a polynomial in s = 2t - 1
-    # (tools/vmath_coefficients.py): no division and no select, where log1p(t) needs one of each
-    t = exp_neg_abs(x)
-    s = TWO * t - ONE
-    return (x if x > ZERO else ZERO) + t * ({poly})
-
-
-'''
-
-
 def _source(F, I, mant, bias, expm1_degree, exp_lo, exp_hi, up_bits, ln2_hi, ln2_lo,
             double: str = "") -> str:
     kind = "SINGLE" if F is np.float32 else "DOUBLE"
@@ -401,7 +403,7 @@ def _source(F, I, mant, bias, expm1_degree, exp_lo, exp_hi, up_bits, ln2_hi, ln2
     return _TEMPLATE.format(
         tanhshrink=TANHSHRINK,
         tanh_poly=_horner("u", table[f"TANH_R_{kind}"]),
-        softplus_block=_SOFTPLUS.format(poly=_estrin("s", table[f"SOFTPLUS_Q_{kind}"])),
+        softplus_poly=_estrin("s", table[f"SOFTPLUS_Q_{kind}"]),
         erf_block=_erf_block(F, double),
         double_import=(f"# erf and erfc use the float64 exp of {double}\n"
                        "from actdsl.backends.vmath import DOUBLE\n") if double else "",
@@ -428,7 +430,7 @@ _F32 = cache.load(_source(np.float32, np.int32, 23, 127, expm1_degree=10, exp_lo
                           double=_F64.__name__))
 #: what generated kernels name in their header: the math modules, and this file's own digest
 #: (for the intrinsics below, whose IR lands in the kernels' cached machine code)
-SOURCE_DIGEST = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+SOURCE_DIGEST = cache.source_key(Path(__file__).read_text(encoding="utf-8"))
 MODULES = f"{_F32.__name__}, {_F64.__name__} (vmath.py {SOURCE_DIGEST})"
 NAMES = ("exp", "expm1", "log", "log1p", "tanh", "tanhshrink", "softsign", "sigmoid", "softplus",
          "sech", "ncdf", "erf", "erfc")
@@ -501,8 +503,13 @@ def _float_of(*args):
     return None
 
 
-def _key_of(f):
-    return types.int32 if f == types.float32 else types.int64
+def _key_types(like, *keys):
+    """(float type, key type) for a float argument ``like`` and integer key arguments, or None
+    where the arguments are not of those kinds."""
+    f = _float_of(like)
+    if f is None or not all(isinstance(k, types.Integer) for k in keys):
+        return None
+    return f, types.int32 if f == types.float32 else types.int64
 
 
 def _flagged(instr):
@@ -547,10 +554,9 @@ def shifted(typingctx, a, b):
 @intrinsic
 def lowest_key(typingctx, like):
     """The key of -inf in the key type of ``like``'s float type."""
-    f = _float_of(like)
-    if f is None:
+    if (kinds := _key_types(like)) is None:
         return None
-    key = _key_of(f)
+    _, key = kinds
 
     def codegen(context, builder, sig, args):
         width = key.bitwidth
@@ -562,10 +568,9 @@ def lowest_key(typingctx, like):
 @intrinsic
 def max_key(typingctx, a, b):
     """The larger of key ``a`` and float ``b``'s key, in ``b``'s key type."""
-    f = _float_of(b)
-    if f is None or not isinstance(a, types.Integer):
+    if (kinds := _key_types(b, a)) is None:
         return None
-    key = _key_of(f)
+    f, key = kinds
 
     def codegen(context, builder, sig, args):
         m = context.cast(builder, args[0], sig.args[0], key)
@@ -577,10 +582,9 @@ def max_key(typingctx, a, b):
 @intrinsic
 def from_order_key(typingctx, like, k):
     """The float of ``like``'s type whose key is ``k``."""
-    f = _float_of(like)
-    if f is None or not isinstance(k, types.Integer):
+    if (kinds := _key_types(like, k)) is None:
         return None
-    key = _key_of(f)
+    f, key = kinds
 
     def codegen(context, builder, sig, args):
         bits = _order_key(builder, context.cast(builder, args[1], sig.args[1], key), key.bitwidth)
