@@ -66,6 +66,10 @@ _FLOATS = {np.dtype(np.float32): np.dtype(np.float32), np.dtype(np.float64): np.
 
 def as_float_array(x, what: str = "input") -> np.ndarray:
     """Array-likes become arrays; ints and bools compute in float64, float16 in float32."""
+    if isinstance(x, np.ma.MaskedArray):
+        raise ArrayTypeError(f"{what} is a masked array; actdsl would compute on the hidden values "
+                             "too (row sums included): pass x.filled(value) or x.data, and mask "
+                             "the result yourself")
     try:
         a = np.asarray(x)
     except Exception as e:  # ragged lists, CUDA tensors and the like
@@ -74,6 +78,8 @@ def as_float_array(x, what: str = "input") -> np.ndarray:
                                  "compute on the device, or copy it to the host first") from None
         raise ArrayTypeError(f"{what} is not an array of numbers: {e}") from None
     kind = a.dtype.kind
+    if not a.dtype.isnative:  # big-endian data on a little-endian machine: converted, as NumPy does
+        a = a.astype(a.dtype.newbyteorder("="))
     if kind == "O" and _on_cuda(x):
         raise ArrayTypeError(f"{what} is a CUDA device array: compile with backend='cuda' to "
                              "compute on the device, or copy it to the host first")
@@ -179,7 +185,7 @@ class Kernel:
         if xt.size == 0:
             return out if out is not None else np.empty(a.shape, out_dtype)
         direct = (out is not None and out.dtype == xt.dtype and out.flags.c_contiguous
-                  and (axis is None or axis == a.ndim - 1))
+                  and (axis is None or axis == a.ndim - 1) and not _overlaps(out, xt))
         if direct:
             self._runner.forward(xt, args, out=out.reshape(xt.shape), **kw)
             return out
@@ -218,14 +224,15 @@ class Kernel:
         g = as_float_array(dy, "dy")
         if g.shape != a.shape:
             raise ParameterError(f"dy has shape {g.shape} but x has shape {a.shape}")
-        g = np.moveaxis(g.astype(xt.dtype, copy=False), axis, -1) if axis is not None else \
-            g.astype(xt.dtype, copy=False)
+        g = _cast(g, xt.dtype)
+        if axis is not None:  # (a 0-d x with per-unit parameters is a row of one: so is dy)
+            g = np.moveaxis(g.reshape(xt.shape) if g.ndim == 0 else g, axis, -1)
         if xt.size == 0:
             dx = out if out is not None else np.empty(a.shape, self._out_dtype(a))
             grads = {p.name: np.zeros(given[p.name], self._out_dtype(a)) for p in self.params}
         else:
             direct = (out is not None and out.dtype == xt.dtype and out.flags.c_contiguous
-                      and (axis is None or axis == a.ndim - 1))
+                      and (axis is None or axis == a.ndim - 1) and not _overlaps(out, xt, g))
             dz, dps = self._runner.vjp(xt, g, args, out=out.reshape(xt.shape) if direct else None,
                                        **kw)
             if direct:
@@ -244,7 +251,7 @@ class Kernel:
             cols = columns[i:i + len(p.symbols)]
             i += len(p.symbols)
             full = cols[0] if not p.shape else np.stack(cols, axis=-1)
-            grads[p.name] = _sum_to(full, given[p.name]).astype(dtype)
+            grads[p.name] = _cast(_sum_to(full, given[p.name]), dtype)
         return grads
 
     # -- CUDA device arrays ------------------------------------------------------------------------
@@ -390,7 +397,7 @@ class Kernel:
                     f"{self.text!r} needs parameter {p.name!r} ({p.description or 'learnable'}), "
                     f"shape {(units, *p.shape)}; kernel.init_params({units}) gives the defaults")
             value = params[p.name]
-            arr = as_float_array(value, f"parameter {p.name!r}").astype(dtype, copy=False)
+            arr = _cast(as_float_array(value, f"parameter {p.name!r}"), dtype)
             full_shape = (units, *p.shape)
             if arr.shape not in {(), full_shape, tuple(p.shape)} or arr.ndim > len(full_shape):
                 raise ParameterError(
@@ -409,14 +416,40 @@ class Kernel:
         y = np.asarray(y)
         if y.shape != xt.shape or y.dtype != xt.dtype:
             full = np.empty(xt.shape, xt.dtype)
-            full[...] = y
+            with np.errstate(over="ignore", under="ignore"):
+                full[...] = y
             y = full
         if axis is not None:
             y = np.moveaxis(y, -1, axis)
             if a.ndim == 0:
                 y = y.reshape(())
-        out = self._out_dtype(a)
-        return y if y.dtype == out else y.astype(out)
+        return _cast(y, self._out_dtype(a))
+
+
+def _overlaps(out: np.ndarray, *inputs: np.ndarray) -> bool:
+    """Whether ``out`` shares memory with an input other than as the very same elements (``out=x``
+    exactly, which the kernels handle: each element is read before it is written). Such a
+    partial overlap is computed into a new array and copied, so the result is as if the input
+    were read first, as NumPy's ufuncs promise."""
+    view = out.reshape(inputs[0].shape)
+    for a in inputs:
+        if not np.may_share_memory(view, a):
+            continue
+        same = (view.__array_interface__["data"][0] == a.__array_interface__["data"][0]
+                and view.strides == a.strides and view.dtype == a.dtype)
+        if not same:
+            return True
+    return False
+
+
+def _cast(a: np.ndarray, dtype) -> np.ndarray:
+    """``a`` as ``dtype``: a value beyond the narrower type's range becomes ±inf, and one below
+    its smallest normal a subnormal or ±0, as correctly rounded casts give, without NumPy's
+    floating-point warnings about them (NaN stays NaN)."""
+    if a.dtype == dtype:
+        return a
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        return a.astype(dtype)
 
 
 def _check_out(out, shape: tuple, dtype) -> None:

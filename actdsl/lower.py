@@ -233,4 +233,18 @@ def formula(node, u: sp.Expr, where: str = "", display: bool = False) -> sp.Expr
         return build(go(e.args[0]), exact_hyper, symbols)
 
     result = go(node)
+    _check_real(result, where)
     return result if display else stable.stabilize(result)
+
+
+def _check_real(expr: sp.Expr, where: str) -> None:
+    """Refuse a constant that is not a real number: (-8)**(1/3) is a complex cube root to SymPy
+    (2·(-1)^(1/3)), which NumPy would cast to 2 with a warning and Numba compute as NaN. A power
+    of a negative *varying* base with a non-integer exponent is NaN at run time, as IEEE pow
+    gives (write -(8**(1/3)) or cbrt-like forms explicitly)."""
+    for e in sp.preorder_traversal(expr):
+        if getattr(e, "is_number", False) and e.is_extended_real is False:
+            raise ParameterError(f"{str(e)[:60]} is not a real number (a power of a negative "
+                                 "base with a fractional exponent, the root or log of a negative "
+                                 "number): actdsl computes in real numbers; for a real cube root "
+                                 f"of a negative constant write it as -(8**(1/3)){_where(where)}")

@@ -168,7 +168,8 @@ def _full(value, like: np.ndarray) -> np.ndarray:
     if value.shape == like.shape and value.dtype == like.dtype:
         return value
     out = np.empty(like.shape, like.dtype)
-    out[...] = value
+    with np.errstate(over="ignore", under="ignore"):  # a float64 result rounded to float32
+        out[...] = value
     return out
 
 
