@@ -17,6 +17,7 @@ from .ast import Spec
 from .derive import derivative as derive_derivative, make_plan
 from .errors import ActdslError, ArrayTypeError, ParameterError, close_names
 from .ir import IR
+from .limits import guard as guard_limits
 from .lower import lower
 from .registry import REGISTRY
 from .syntax import parse
@@ -120,7 +121,7 @@ class Kernel:
         self.text = str(spec)
         self.backend = backend
         self.ir: IR = lower(spec, text)
-        self.plan = make_plan(self.ir)
+        self.plan = guard_limits(make_plan(self.ir))
         self.rowwise = self.plan.rowwise
         module = _backend_module(backend)
         self.source, self._runner = module.build(self.plan, _safe_key(self.text))

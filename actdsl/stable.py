@@ -220,6 +220,24 @@ class tanh(sp.tanh):
         return sp.sech(self.args[0]) ** 2
 
 
+class at_inf(Primitive):
+    """``value`` (a function of ``u``), except ``lneg`` where u = -inf and ``lpos`` where u = +inf:
+    the limits, where the formula itself gives inf·0 or inf/inf (``actdsl.limits``). Applied to
+    finished expressions only (forward, derivative), so it is never differentiated."""
+
+    nargs = 4
+    impl = {}  # printed by each backend's emitter (``Emitter._at_inf``)
+
+    def elementary(self):
+        return self.args[0]
+
+    def fdiff(self, argindex=1):
+        return sp.S.One if argindex == 1 else sp.S.Zero
+
+    def _latex(self, printer, exp=None):
+        return _power(printer._print(self.args[0]), exp)
+
+
 PRIMITIVES = (sigmoid, softplus, expm1, log1p, shifted, sqrt0, ncdf, tanhshrink, softsign)
 
 

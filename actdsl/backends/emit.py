@@ -200,6 +200,13 @@ class Emitter:
             return f"({self(b)} ** {int(x)})"
         return f"({self(b)} ** {self(x)})"
 
+    def _at_inf(self, e):
+        """The value, or the limits at ±inf (``stable.at_inf``)."""
+        value, u, lneg, lpos = e.args
+        x = self(u)
+        return self.select([(self(lpos), f"({x} == {self.number(sp.oo)})"),
+                            (self(lneg), f"({x} == {self.number(-sp.oo)})")], self(value), [])
+
     def _Not(self, e):
         return self.logical_not(self(e.args[0]))
 

@@ -24,6 +24,7 @@ import sympy as sp
 from .emit import Emitter, Source
 from ..derive import Plan
 from ..ir import RowMax, RowSum, n, z
+from ..stable import at_inf
 
 #: fast-math flags for generated row kernels: reassociation lets LLVM vectorize the row sums;
 #: contraction gives FMAs. Never nnan/ninf: NaN and inf keep their meaning.
@@ -53,6 +54,10 @@ class NumbaEmitter(Emitter):
         gelu 15.0 -> 6.3 ns/element. An unused value is discarded by the select, as before."""
         hoisted = {}
         for e in exprs:
+            for guarded in e.atoms(at_inf):  # the limits at ±inf are a select around the value
+                for call in _outer_calls(guarded.args[0]):
+                    if call not in hoisted:
+                        hoisted[call] = sp.Symbol(f"_{prefix}{next(self._counter)}", real=True)
             for pw in e.atoms(sp.Piecewise):
                 for value, _ in pw.args:
                     for call in _outer_calls(value):
@@ -187,7 +192,7 @@ EXPENSIVE = (sp.exp, sp.log, sp.tanh, sp.sech, sp.erf, sp.erfc, sp.sinh, sp.cosh
 
 def _expensive(e) -> bool:
     from ..stable import Primitive
-    return isinstance(e, EXPENSIVE) or (isinstance(e, Primitive) and e.func.__name__ != "shifted")
+    return isinstance(e, EXPENSIVE) or (isinstance(e, Primitive) and e.func.__name__ not in ("shifted", "at_inf"))
 
 
 def _outer_calls(expr: sp.Expr, constants: frozenset = frozenset()) -> list[sp.Expr]:

@@ -93,7 +93,8 @@ def softplus(x):
 
 @cuda.jit(device=True)
 def softsign(x):
-    return x / (ONE + abs(x))
+    a = abs(x)  # beyond 2^60 the quotient is ±1 rounded, and ±inf/inf would be NaN
+    return (ONE if x > ZERO else -ONE) if a > F(1152921504606846976.0) else x / (ONE + a)
 
 
 @cuda.jit(device=True)
@@ -168,7 +169,7 @@ class CudaEmitter(NumbaEmitter):
         self.constants = constants   # shared by the whole module: module-level typed constants
 
     def __call__(self, e):
-        if isinstance(e, Primitive):
+        if isinstance(e, Primitive) and not hasattr(self, "_" + type(e).__name__):
             name = self.primitives.get(type(e).__name__)
             if name is None:
                 raise ActdslError(f"the cuda backend has no implementation of {type(e).__name__}")

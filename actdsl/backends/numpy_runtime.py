@@ -23,7 +23,8 @@ def make(xp, erf, erfc) -> types.SimpleNamespace:
         return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
 
     def softsign(x):
-        return x / (1 + xp.abs(x))
+        a = xp.abs(x)  # beyond 2^60 the quotient is ±1 rounded, and ±inf/inf would be NaN
+        return xp.where(a > 2.0 ** 60, xp.sign(x), x / (1 + a))
 
     def tanhshrink(x):
         """x - tanh(x); Lambert's continued fraction for |x| < 2, where the difference cancels."""

@@ -204,7 +204,8 @@ def tanh(x):
 
 @njit(**JIT)
 def softsign(x):
-    return x / (ONE + abs(x))
+    a = abs(x)  # beyond 2^60 the quotient is ±1 rounded, and ±inf/inf would be NaN
+    return np.copysign(ONE, x) if a > F(1152921504606846976.0) else x / (ONE + a)
 
 
 @njit(**JIT)
