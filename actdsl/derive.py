@@ -127,6 +127,23 @@ def tidy(expr: sp.Expr) -> sp.Expr:
     return expr.replace(is_target, rewrite)
 
 
+def zero_first(expr: sp.Expr) -> sp.Expr:
+    """A product with a factor that is 0 on a row-level condition (sqrt0'(var) at a constant
+    row) becomes that Piecewise around the product: 0 there, whatever the other factors are.
+    As a product, 0 · 1/(σ + ε/s)² was NaN once the square underflowed (a constant row of huge
+    values), where the derivative is 0."""
+    def zero_branch(a):
+        return (isinstance(a, sp.Piecewise) and any(v == 0 for v, _ in a.args)
+                and not any(c.has(z) for _, c in a.args))
+
+    def rewrite(e):
+        pw = next(a for a in e.args if zero_branch(a))
+        rest = sp.Mul(*[a for a in e.args if a is not pw])
+        return sp.Piecewise(*[(v if v == 0 else v * rest, c) for v, c in pw.args])
+
+    return expr.replace(lambda e: e.is_Mul and any(zero_branch(a) for a in e.args), rewrite)
+
+
 def _sech_arg(term):
     return term.args[1].base.args[0]
 
@@ -145,7 +162,7 @@ def make_plan(ir: IR) -> Plan:
     reductions = [Reduction(r.kind, r.symbol, to_piecewise(r.body), r.depth) for r in reductions]
     theta = ir.param_symbols
     grad = [r for r in reductions if r.has_gradient]
-    d = lambda e, v: tidy(sp.diff(e, v))  # noqa: E731
+    d = lambda e, v: zero_first(tidy(sp.diff(e, v)))  # noqa: E731
     return Plan(
         reductions=tuple(reductions),
         out=out,
@@ -167,6 +184,43 @@ def derivative(ir: IR) -> sp.Expr:
 
 i_index, j_index = sp.symbols("i j", integer=True)
 z_i, z_j = sp.Symbol("z_i", real=True), sp.Symbol("z_j", real=True)
+
+
+def split_common(exprs: list[sp.Expr]) -> tuple[sp.Expr, list[sp.Expr]]:
+    """``(c, [e / c])`` with ``c`` the product of the symbolic factors that every nonzero ``e``
+    shares. The VJP writes dz = c · (g ∂F/∂z' + Σ λ_k ∂f_k/∂z'): the per-element factor that all
+    terms share (u'(z) in ``u+norm:z``, and 1/s) multiplies their sum once, so that terms that
+    cancel exactly in the truth cancel exactly in floating point too (a row of one, a constant
+    row: g/(σ+ε) - Σg/(n(σ+ε)) with σ = 0 is 1e8-sized, and each term rounded on its own way
+    left O(1) errors)."""
+    nonzero = [e for e in exprs if e != 0]
+    if not nonzero:
+        return sp.S.One, list(exprs)
+    shared = None
+    for e in nonzero:
+        factors = {}
+        for f in sp.Mul.make_args(e):
+            if not f.is_number:
+                factors[f] = factors.get(f, 0) + 1
+        shared = factors if shared is None else {f: min(k, factors[f]) for f, k in shared.items()
+                                                 if f in factors}
+    if not shared:
+        return sp.S.One, list(exprs)
+
+    def rest(e):
+        if e == 0:
+            return e
+        left = dict(shared)
+        kept = []
+        for f in sp.Mul.make_args(e):
+            if left.get(f, 0) > 0:
+                left[f] -= 1
+            else:
+                kept.append(f)
+        return sp.Mul(*kept)
+
+    common = sp.Mul(*[f ** k if k > 1 else f for f, k in shared.items()])
+    return common, [rest(e) for e in exprs]
 
 
 def jacobian_entry(plan: Plan) -> sp.Expr:

@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 import sympy as sp
 
-from .stable import sqrt0
+from .stable import pow2scale, sqrt0
 
 z = sp.Symbol("z", real=True)
 n = sp.Symbol("n", positive=True, integer=True)
@@ -52,13 +52,46 @@ class RowShift(RowReduction):
     has_gradient = False
 
 
+def row_centered(u: sp.Expr) -> tuple[sp.Expr, sp.Expr, sp.Expr]:
+    """``(c, s, L)``: the deviations from the row mean divided by ``s``, c = (u - mean)/s, computed
+    so that nothing overflows and nearby values do not cancel:
+
+    * ``s``, a power of two near max|u| (``pow2scale``): dividing by it is exact, and squares and
+      sums of u/s cannot overflow; NaN when the row holds ±inf or NaN;
+    * the row maximum M as a shift: d = u/s - M/s is exact for elements within a factor 2 of M
+      (Sterbenz), 0 for elements equal to M (a constant row gives exactly 0), and never overflows;
+    * L = mean(d), small when the mean is close to the maximum; c = d - L (the two-pass
+      variance then sums c², with no cancellation: the mean's own size, 1e4 in N(1e4, 1),
+      costs no accuracy).
+
+    s and M are gradient-free (``RowShift``): the result does not depend on them."""
+    s = pow2scale(RowShift(sp.Abs(u)))
+    d = u / s - RowShift(u) / s
+    L = RowSum(d) / n
+    return d - L, s, L
+
+
 def row_mean(u: sp.Expr) -> sp.Expr:
-    return RowSum(u) / n
+    """M + s·L (see ``row_centered``): exactly M on a constant row, and never overflowing."""
+    _, s, L = row_centered(u)
+    return RowShift(u) + s * L
+
+
+def row_var_scaled(u: sp.Expr) -> sp.Expr:
+    """The row's variance (ddof 0) divided by s², with ``s`` from ``row_centered``."""
+    c, _, _ = row_centered(u)
+    return RowSum(c ** 2) / n
 
 
 def row_std(u: sp.Expr) -> sp.Expr:
     """Standard deviation over the row, ddof 0."""
-    return sqrt0(RowSum((u - row_mean(u)) ** 2) / n)
+    _, s, _ = row_centered(u)
+    return s * sqrt0(row_var_scaled(u))
+
+
+def row_var(u: sp.Expr) -> sp.Expr:
+    _, s, _ = row_centered(u)
+    return s ** 2 * row_var_scaled(u)
 
 
 def reductions(expr: sp.Expr) -> set[RowReduction]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 
-from .ir import RowMax, RowShift, RowSum, row_mean, row_std
+from .ir import RowMax, RowShift, RowSum, n, row_centered, row_var_scaled
 from .registry import REGISTRY, Definition, Hyper, ParamDecl
-from .stable import expm1, ncdf, shifted, sigmoid, softplus, softsign, tanh, tanhshrink
+from .stable import expm1, ncdf, shifted, sigmoid, softplus, softsign, sqrt0, tanh, tanhshrink
 
 Pw = sp.Piecewise
 
@@ -33,6 +33,15 @@ def first_max(items):
         return items[0]
     branches = [(a, sp.And(*[a >= b for b in items[i + 1:]])) for i, a in enumerate(items[:-1])]
     return Pw(*branches, (items[-1], True))
+
+
+def row_mean_display(u):
+    """mean(u) as documentation writes it (the computed form is ``ir.row_mean``)."""
+    return RowSum(u) / n
+
+
+def row_std_display(u):
+    return sqrt0(RowSum((u - row_mean_display(u)) ** 2) / n)
 
 
 def _const(value):
@@ -90,13 +99,32 @@ _elementwise("tlin", "thresholded linear", lambda u: Pw((0, (u >= -1) & (u <= 1)
              lambda u: Pw((u, sp.Abs(u) > 1), (0, True)))
 _elementwise("rect:min", "truncation", lambda u: Pw((1, u >= 1), (u, True)), lambda u: sp.Min(1, u))
 _elementwise("rect:max", "rectification", pos, lambda u: sp.Max(0, u))
-_elementwise("norm:mean", "mean-normalization", lambda u: u - row_mean(u))
+def _norm_mean(u):
+    c, s, _ = row_centered(u)
+    return s * c
+
+
+def _norm_std(u, eps):
+    _, s, _ = row_centered(u)
+    return (u / s) / (sqrt0(row_var_scaled(u)) + eps / s)
+
+
+def _norm_z(u, eps):
+    c, s, _ = row_centered(u)
+    return c / (sqrt0(row_var_scaled(u)) + eps / s)
+
+
+# Rows are divided by a power of two near their largest magnitude and shifted by their maximum
+# before anything is squared or summed (ir.row_centered): [1e300, -1e300, 0] and float32
+# [3e38, -3e38, 0] normalise, constant rows give exactly 0, and N(1e4, 1) loses nothing to its mean.
+_elementwise("norm:mean", "mean-normalization", _norm_mean, lambda u: u - row_mean_display(u))
 _add("norm:max", "max-normalization", lambda u, h, p: u / (RowMax(sp.Abs(u)) + h["eps"]),
      hyper=(EPS,), note="Divides by max|z| + eps (eps = 1e-8 by default).")
-_add("norm:std", "variance-normalization", lambda u, h, p: u / (row_std(u) + h["eps"]),
-     hyper=(EPS,), note=NORM_NOTE)
-_add("norm:z", "z-score normalization",
-     lambda u, h, p: (u - row_mean(u)) / (row_std(u) + h["eps"]), hyper=(EPS,), note=NORM_NOTE)
+_add("norm:std", "variance-normalization", lambda u, h, p: _norm_std(u, h["eps"]),
+     lambda u, h, p: u / (row_std_display(u) + h["eps"]), hyper=(EPS,), note=NORM_NOTE)
+_add("norm:z", "z-score normalization", lambda u, h, p: _norm_z(u, h["eps"]),
+     lambda u, h, p: (u - row_mean_display(u)) / (row_std_display(u) + h["eps"]), hyper=(EPS,),
+     note=NORM_NOTE)
 
 _LEAK = ParamDecl("r", _const(0.1), description="leak: slope for z < 0, one per unit (init 0.1)")
 _GAIN = ParamDecl("g", _const(1.0), description="gain: slope for z > 0, one per unit (init 1)")

@@ -10,9 +10,10 @@ import sympy as sp
 
 from .ast import BinOp, Call, Formula, Neg, Num, Spec, Term, Var, format_value
 from .errors import ActdslError, ParameterError, UnknownActivationError, caret_picture, close_names
-from .ir import IR, Param, RowMax, RowSum, n, row_mean, row_std, z
+from .ir import IR, Param, RowMax, RowSum, n, row_mean, row_std, row_var, z
 from .registry import REGISTRY, Definition, Hyper
 from . import stable
+from .stable import sqrt0
 
 
 def exact(value) -> sp.Expr:
@@ -151,8 +152,11 @@ _COMPARE = {">": sp.Gt, ">=": sp.Ge, "<": sp.Lt, "<=": sp.Le, "==": sp.Eq, "!=":
 _ELEMENTARY = {"exp": sp.exp, "log": sp.log, "tanh": stable.tanh, "sqrt": sp.sqrt, "abs": sp.Abs,
                "erf": sp.erf, "sigmoid": stable.sigmoid, "softplus": stable.softplus,
                "expm1": stable.expm1, "log1p": stable.log1p, "sin": sp.sin, "cos": sp.cos}
-_ROW = {"mean": row_mean, "sum": RowSum, "std": row_std,
-        "var": lambda a: RowSum((a - row_mean(a)) ** 2) / n}
+_ROW = {"mean": row_mean, "sum": RowSum, "std": row_std, "var": row_var}
+#: the same as documentation writes them (the computed forms scale and shift the row first)
+_ROW_SHOWN = {"mean": lambda a: RowSum(a) / n, "sum": RowSum,
+              "std": lambda a: sqrt0(RowSum((a - RowSum(a) / n) ** 2) / n),
+              "var": lambda a: RowSum((a - RowSum(a) / n) ** 2) / n}
 _FUNCTION_NAMES = sorted([*_ELEMENTARY, *_ROW, "where", "max", "min", "maximum", "minimum", "clip"])
 
 
@@ -197,7 +201,7 @@ def formula(node, u: sp.Expr, where: str = "", display: bool = False) -> sp.Expr
             return _ELEMENTARY[name](a)
         if name in _ROW:
             (a,) = arity(e, 1)
-            return _ROW[name](a)
+            return (_ROW_SHOWN if display else _ROW)[name](a)
         if name == "where":
             return _select(*arity(e, 3))
         if name in ("max", "min", "maximum", "minimum"):

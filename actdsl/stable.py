@@ -220,6 +220,31 @@ class tanh(sp.tanh):
         return sp.sech(self.args[0]) ** 2
 
 
+#: pow2scale leaves rows whose largest magnitude lies in [LO, HI] unscaled (their squares and sums
+#: cannot overflow or lose precision to underflow): float32's band, float64's band
+SCALE_BANDS = {"float32": (2.0 ** -50, 2.0 ** 60), "float64": (2.0 ** -480, 2.0 ** 500)}
+
+
+class pow2scale(Primitive):
+    """1 for |a| in the float type's safe band (``SCALE_BANDS``) and for a = 0; beyond it, a power
+    of two s with s <= |a| < 2s (at least the smallest normal float, so that 1/s is finite);
+    NaN for ±inf and NaN. Rows are divided by it before they are squared or summed: dividing by
+    a power of two is exact, so scaling costs no accuracy."""
+
+    nargs = 1
+    impl = {"numpy": "pow2scale", "numba": "vm.pow2scale"}
+
+    def elementary(self):
+        a = sp.Abs(self.args[0])
+        return sp.Piecewise((1, sp.Eq(a, 0)), (2 ** sp.floor(sp.log(a, 2)), True))
+
+    def fdiff(self, argindex=1):
+        return sp.S.Zero  # piecewise constant; only ever applied to gradient-free row maxima
+
+    def _latex(self, printer, exp=None):
+        return _power(r"2^{\lfloor \log_2 %s \rfloor}" % printer._print(self.args[0]), exp)
+
+
 class at_inf(Primitive):
     """``value`` (a function of ``u``), except ``lneg`` where u = -inf and ``lpos`` where u = +inf:
     the limits, where the formula itself gives inf·0 or inf/inf (``actdsl.limits``). Applied to
@@ -238,7 +263,8 @@ class at_inf(Primitive):
         return _power(printer._print(self.args[0]), exp)
 
 
-PRIMITIVES = (sigmoid, softplus, expm1, log1p, shifted, sqrt0, ncdf, tanhshrink, softsign)
+PRIMITIVES = (sigmoid, softplus, expm1, log1p, shifted, sqrt0, ncdf, tanhshrink, softsign,
+              pow2scale)
 
 
 def to_elementary(expr: sp.Expr) -> sp.Expr:

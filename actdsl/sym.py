@@ -11,7 +11,7 @@ from __future__ import annotations
 import sympy as sp
 
 from .errors import ActdslError
-from .ir import RowMax, RowSum, n, row_mean, row_std
+from .ir import RowMax, RowSum, n, row_mean, row_std, row_var
 from . import stable
 
 
@@ -85,7 +85,7 @@ class Sym:
     def max(self, axis=-1): return _row(axis, RowMax(self.expr))
     def min(self, axis=-1): return _row(axis, -RowMax(-self.expr))
     def std(self, axis=-1): return _row(axis, row_std(self.expr))
-    def var(self, axis=-1): return _row(axis, RowSum((self.expr - row_mean(self.expr)) ** 2) / n)
+    def var(self, axis=-1): return _row(axis, row_var(self.expr))
 
 
 def _row(axis, reduced) -> Sym:

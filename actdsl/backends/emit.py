@@ -26,19 +26,19 @@ from ..stable import Primitive
 #: to a generator does: the check fails loudly instead. Numbers pass as number tokens; comments
 #: are not code. A new word in a generator belongs here.
 VOCABULARY = frozenset("""
-    A BIAS BIG BITS D DOUBLE DP DX E ENABLE CUDASIM EXP F FULL False GY HALF HI I IDX INDEX INF INTEGRAL
+    A BAND BIAS BIG BITS D DOUBLE DP DX E ENABLE CUDASIM EXP F FULL False GY HALF HI I IDX INDEX INF INTEGRAL
     IONE JIT LN LO LOG MANT MASK NAN NEG None ONE OUT P PART R RSQRT S SH SHARED SI SIM
     SHIFTER SLOTS SQRT T TANH TINY TPB TWO True UP WANT WARPS X Y ZERO
     a abs acc actdsl all and arcsinh break arctan argmax array as asinh at atan b backends big bits
     blockDim blockIdx bool c cache ceil column config contract copysign cos cosh cuda d def der
     derivative device dict double down dp dtype dx dz dzj e ef else empty erf erfc error errstate exp
-    expm f fastmath finite flat float floor for forceinline forward from func fwd g getattr grid
+    expm f fastmath finfo finite flat float floor for frexp forceinline forward from func fwd g getattr grid
     gridDim gridsize gu gufunc guvectorize gy h half i ia ib if ignore import in inf int io ipow
-    j jit k key ki kr lam lane large like lit log lowest m make math max mid model n nan ncdf nf njit nn
-    neg nogil not np nthr numba numpy nwarps o off ok or order out p minus plus pos py q r range reassoc return
-    row rowmax rows rowsum rt s sech shape shared shfl shifted sigmoid sin sinh size small
+    j jit k key ki kr lam lane large ldexp like lit log lowest m make math max mid model n nan ncdf nf njit nn
+    neg nogil not np nthr numba numpy nwarps o off ok or order out p minus plus pos pow py q r range reassoc return
+    row rowmax rows rowsum rt s scale sech shape shared shfl shifted sigmoid sin sinh size small
     softplus softsign special sqrt square step sub sums sync syncthreads t take tan tanh
-    tanhshrink threadIdx through tid tl u ufunc v va vb vectorize vjp vm vmath void warp where while
+    tanhshrink threadIdx through tid tiny tl u ufunc v va vb vectorize vjp vm vmath void warp where while
     with x xs y z
 """.split())
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import sympy as sp
 
 from .emit import Emitter, Source
-from ..derive import Plan
+from ..derive import Plan, split_common
 from ..ir import RowMax, RowSum, n, z
 from ..stable import at_inf
 
@@ -380,8 +380,13 @@ def _vjp_sums(plan: Plan):
 
 
 def _vjp_final(plan: Plan):
+    """The per-element expressions of the pass writing dz: their shared factor (``split_common``),
+    ∂F/∂z and each ∂f_k/∂z without it, then the parameter terms."""
     grad = plan.grad_reductions()
-    exprs = [plan.dout_dz] + [plan.dbody_dz[r.symbol] for r in grad]
+    common, parts = split_common([plan.dout_dz] + [plan.dbody_dz[r.symbol] for r in grad])
+    # g ∂F/∂z as one product, printed as the adjoint sums print g ∂F/∂r (g / (σ + ε), not
+    # g * (1 / (σ + ε))), so that the two round alike
+    exprs = [common, sp.Symbol("g") * parts[0], *parts[1:]]
     exprs += [plan.dout_dp[p] for p in plan.params]
     keys = [(k, p) for (k, p) in plan.dbody_dp]
     exprs += [plan.dbody_dp[kp] for kp in keys]
@@ -410,6 +415,7 @@ def final_terms(plan: Plan, texts: list[str], keys, zero: str) -> tuple[str, lis
     expressions; a row maximum's terms count only at its argmax (``zero`` elsewhere)."""
     grad = plan.grad_reductions()
     kind = {r.symbol: r.kind for r in grad}
+    common, texts = texts[0], texts[1:]
     fz, bz = texts[0], texts[1:1 + len(grad)]
     fp = texts[1 + len(grad):1 + len(grad) + len(plan.params)]
     bp = dict(zip(keys, texts[1 + len(grad) + len(plan.params):]))
@@ -417,11 +423,14 @@ def final_terms(plan: Plan, texts: list[str], keys, zero: str) -> tuple[str, lis
     def at_max(sym, text):
         return f"({text} if j == i_{sym.name} else {zero})" if kind[sym] is RowMax else text
 
-    dz = [f"g * {fz}"] + [f"lam_{r.symbol.name} * {at_max(r.symbol, t)}" for r, t in zip(grad, bz)]
+    dz = [fz] + [f"lam_{r.symbol.name} * {at_max(r.symbol, t)}" for r, t in zip(grad, bz)]
+    dz = " + ".join(dz)
+    shared, _ = split_common([plan.dout_dz] + [plan.dbody_dz[r.symbol] for r in grad])
+    dz = dz if shared == 1 else f"{common} * ({dz})"
     dps = [" + ".join([f"g * {fp[i]}"] + [f"lam_{k.name} * {at_max(k, bp[(k, q)])}"
                                           for (k, q) in keys if q == p])
            for i, p in enumerate(plan.params)]
-    return " + ".join(dz), dps
+    return dz, dps
 
 
 def vjp_storage(plan: Plan) -> Storage:

@@ -30,7 +30,7 @@ from .numba_cpu import (NumbaEmitter, _vjp_final, _vjp_needed, _vjp_sums, final_
 from ..derive import Plan
 from ..errors import ActdslError, ArrayTypeError, ParameterError
 from ..ir import RowMax, RowShift, RowSum, n, z
-from ..stable import Primitive
+from ..stable import SCALE_BANDS, Primitive
 
 #: the most threads per block (a power of two: the simulator's tree reductions halve it)
 TPB = 256
@@ -56,6 +56,8 @@ TPB = {tpb}
 SIM = bool(getattr(config, "ENABLE_CUDASIM", 0))
 ZERO, ONE, TWO, HALF = F(0.0), F(1.0), F(2.0), F(0.5)
 NAN, INF, NEG_INF = F(math.nan), F(math.inf), F(-math.inf)
+TINY = F(np.finfo(F).tiny)
+BAND_LO, BAND_HI = F({band_lo!r}), F({band_hi!r})
 RSQRT2 = F(0.7071067811865476)
 INTEGRAL = F({integral!r})  # from here on every float is a whole number
 FULL_MASK = 0xFFFFFFFF
@@ -99,6 +101,18 @@ def softsign(x):
 
 @cuda.jit(device=True)
 {tanhshrink}
+
+@cuda.jit(device=True)
+def pow2scale(x):
+    # stable.pow2scale: 1 in [BAND_LO, BAND_HI] and at 0; else a power of two s <= |x| < 2s
+    # (at least TINY: 1/s finite); NaN at ±inf and NaN
+    _, e = math.frexp(x)
+    s = F(math.ldexp(ONE, e - 1))
+    s = s if s > TINY else TINY
+    a = abs(x)
+    ok = (a >= BAND_LO) & (a <= BAND_HI)
+    return ONE if (x == ZERO) | ok else (s if a < INF else NAN)
+
 
 @cuda.jit(device=True)
 def sech(x):
@@ -162,7 +176,7 @@ class CudaEmitter(NumbaEmitter):
                  sp.Abs: "abs", sp.floor: "floor_", sp.ceiling: "ceil_"}
     primitives = {"sigmoid": "sigmoid", "softplus": "softplus", "expm1": "expm1",
                   "log1p": "log1p", "shifted": "shifted", "sqrt0": "sqrt", "ncdf": "ncdf",
-                  "tanhshrink": "tanhshrink", "softsign": "softsign"}
+                  "tanhshrink": "tanhshrink", "softsign": "softsign", "pow2scale": "pow2scale"}
 
     def __init__(self, names, constants: dict):
         super().__init__(names, anchor="")
@@ -212,8 +226,9 @@ class _Gen:
 
     def text(self) -> str:
         integral = 2.0 ** (23 if self.dtype == "float32" else 52)
+        band_lo, band_hi = SCALE_BANDS[self.dtype]
         head = RUNTIME.format(F=self.dtype, key=self.key, tpb=TPB, integral=integral,
-                              tanhshrink=TANHSHRINK)
+                              tanhshrink=TANHSHRINK, band_lo=band_lo, band_hi=band_hi)
         consts = [f"{name} = F({value})" for value, name in self.constants.items()]
         slots = f"SLOTS = {self.slots}"
         return head + "\n" + "\n".join(consts + [slots]) + "\n\n" + self.src.text()

@@ -24,6 +24,7 @@ from numba import types
 from numba.extending import intrinsic, overload
 
 from .. import cache
+from ..stable import SCALE_BANDS
 from .emit import TANHSHRINK
 
 #: FMA contraction only. Reassociation would undo the Cody-Waite reduction; nnan/ninf would
@@ -114,6 +115,7 @@ LOG2E, LN2_HI, LN2_LO = F(1.4426950408889634), F({ln2_hi!r}), F({ln2_lo!r})
 EXP_LO, EXP_HI = F({exp_lo!r}), F({exp_hi!r})
 BIAS, MANT, IONE = I({bias}), I({mant}), I(1)
 TINY, UP, UP_BITS = F({tiny!r}), F({up!r}), F({up_bits}.0)
+BAND_LO, BAND_HI = F({band_lo!r}), F({band_hi!r})
 SQRT2 = F({sqrt2!r})
 SHIFTER = F({shifter!r})
 SHIFTER_BITS = I({shifter_bits})
@@ -210,6 +212,18 @@ def softsign(x):
 
 @njit(**JIT)
 {tanhshrink}
+
+@njit(**JIT)
+def pow2scale(x):
+    # stable.pow2scale: 1 in [BAND_LO, BAND_HI] and at 0; else a power of two s <= |x| < 2s
+    # (at least TINY: 1/s finite); NaN at ±inf and NaN
+    _, e = math.frexp(x)
+    s = F(math.ldexp(ONE, e - 1))
+    s = s if s > TINY else TINY
+    a = abs(x)
+    ok = (a >= BAND_LO) & (a <= BAND_HI)
+    return ONE if (x == ZERO) | ok else (s if a < INF else NAN)
+
 
 @njit(**JIT)
 def sigmoid(x):
@@ -411,7 +425,8 @@ def _source(F, I, mant, bias, expm1_degree, exp_lo, exp_hi, up_bits, ln2_hi, ln2
         F=F.__name__, I=I.__name__,
         as_bits=f"f{np.dtype(F).itemsize * 8}_bits", from_bits=f"bits_f{np.dtype(F).itemsize * 8}",
         ln2_hi=ln2_hi, ln2_lo=ln2_lo, exp_lo=exp_lo, exp_hi=exp_hi, bias=bias, mant=mant,
-        tiny=float(np.finfo(F).smallest_normal), up=2.0 ** up_bits, up_bits=up_bits,
+        tiny=float(np.finfo(F).smallest_normal),
+        band_lo=SCALE_BANDS[F.__name__][0], band_hi=SCALE_BANDS[F.__name__][1], up=2.0 ** up_bits, up_bits=up_bits,
         sqrt2=math.sqrt(2), shifter=1.5 * 2.0 ** mant,
         shifter_bits=int(np.array(1.5 * 2.0 ** mant, F).view(I)), mant_mask=(1 << mant) - 1, one_bits=bias << mant, exp_mask=2 * bias + 1,
         exp_core_zero=_EXP_CORE.format(b="ZERO", poly=exp_poly),
@@ -434,7 +449,7 @@ _F32 = cache.load(_source(np.float32, np.int32, 23, 127, expm1_degree=10, exp_lo
 SOURCE_DIGEST = cache.source_key(Path(__file__).read_text(encoding="utf-8"))
 MODULES = f"{_F32.__name__}, {_F64.__name__} (vmath.py {SOURCE_DIGEST})"
 NAMES = ("exp", "expm1", "log", "log1p", "tanh", "tanhshrink", "softsign", "sigmoid", "softplus",
-         "sech", "ncdf", "erf", "erfc")
+         "sech", "ncdf", "erf", "erfc", "pow2scale")
 F64 = {name: getattr(_F64, name) for name in NAMES}
 F32 = {name: getattr(_F32, name) for name in NAMES}
 
@@ -486,6 +501,7 @@ sech = _dispatching("sech", 1)
 ncdf = _dispatching("ncdf", 1)
 erf = _dispatching("erf", 1)
 erfc = _dispatching("erfc", 1)
+pow2scale = _dispatching("pow2scale", 1)
 
 
 
