@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 import sympy as sp
 
-from .stable import pow2scale, sqrt0
+from .stable import pow2scale, scaled, shifted, sqrt0
 
 z = sp.Symbol("z", real=True)
 n = sp.Symbol("n", positive=True, integer=True)
@@ -66,7 +66,9 @@ def row_centered(u: sp.Expr) -> tuple[sp.Expr, sp.Expr, sp.Expr]:
 
     s and M are gradient-free (``RowShift``): the result does not depend on them."""
     s = pow2scale(RowShift(sp.Abs(u)))
-    d = u / s - RowShift(u) / s
+    # one subtraction (``shifted``), not an Add SymPy may reorder into (-M/s - L) + u/s, which
+    # rounds M + L (1e4-sized) before the small difference is formed
+    d = shifted(scaled(u, s), scaled(RowShift(u), s))
     L = RowSum(d) / n
     return d - L, s, L
 

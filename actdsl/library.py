@@ -11,7 +11,8 @@ import sympy as sp
 
 from .ir import RowMax, RowShift, RowSum, n, row_centered, row_var_scaled
 from .registry import REGISTRY, Definition, Hyper, ParamDecl
-from .stable import expm1, ncdf, shifted, sigmoid, softplus, softsign, sqrt0, tanh, tanhshrink
+from .stable import (expm1, ncdf, scaled, shifted, sigmoid, softplus, softsign, sqrt0, tanh,
+                     tanhshrink)
 
 Pw = sp.Piecewise
 
@@ -106,7 +107,7 @@ def _norm_mean(u):
 
 def _norm_std(u, eps):
     _, s, _ = row_centered(u)
-    return (u / s) / (sqrt0(row_var_scaled(u)) + eps / s)
+    return scaled(u, s) / (sqrt0(row_var_scaled(u)) + eps / s)
 
 
 def _norm_z(u, eps):

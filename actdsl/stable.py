@@ -227,7 +227,8 @@ SCALE_BANDS = {"float32": (2.0 ** -50, 2.0 ** 60), "float64": (2.0 ** -480, 2.0 
 
 class pow2scale(Primitive):
     """1 for |a| in the float type's safe band (``SCALE_BANDS``) and for a = 0; beyond it, a power
-    of two s with s <= |a| < 2s (at least the smallest normal float, so that 1/s is finite);
+    of two s with s <= |a| < 2s (between the smallest normal float and its reciprocal, so that
+    1/s is a normal float too);
     NaN for ±inf and NaN. Rows are divided by it before they are squared or summed: dividing by
     a power of two is exact, so scaling costs no accuracy."""
 
@@ -243,6 +244,25 @@ class pow2scale(Primitive):
 
     def _latex(self, printer, exp=None):
         return _power(r"2^{\lfloor \log_2 %s \rfloor}" % printer._print(self.args[0]), exp)
+
+
+class scaled(Primitive):
+    """u / s for a row's power-of-two scale s (``pow2scale``): exact, and kept a division that
+    no backend's optimizer reorders into a product that overflows."""
+
+    nargs = 2
+    impl = {"numpy": "scaled", "numba": "vm.scaled"}
+
+    def elementary(self):
+        return self.args[0] / self.args[1]
+
+    def fdiff(self, argindex=1):
+        u, s = self.args
+        return 1 / s if argindex == 1 else -u / s ** 2
+
+    def _latex(self, printer, exp=None):
+        return _power(r"\frac{%s}{%s}" % (printer._print(self.args[0]), printer._print(self.args[1])),
+                      exp)
 
 
 class at_inf(Primitive):
@@ -264,7 +284,7 @@ class at_inf(Primitive):
 
 
 PRIMITIVES = (sigmoid, softplus, expm1, log1p, shifted, sqrt0, ncdf, tanhshrink, softsign,
-              pow2scale)
+              pow2scale, scaled)
 
 
 def to_elementary(expr: sp.Expr) -> sp.Expr:

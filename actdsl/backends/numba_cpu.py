@@ -192,7 +192,7 @@ EXPENSIVE = (sp.exp, sp.log, sp.tanh, sp.sech, sp.erf, sp.erfc, sp.sinh, sp.cosh
 
 def _expensive(e) -> bool:
     from ..stable import Primitive
-    return isinstance(e, EXPENSIVE) or (isinstance(e, Primitive) and e.func.__name__ not in ("shifted", "at_inf"))
+    return isinstance(e, EXPENSIVE) or (isinstance(e, Primitive) and e.func.__name__ not in ("shifted", "scaled", "at_inf"))
 
 
 def _outer_calls(expr: sp.Expr, constants: frozenset = frozenset()) -> list[sp.Expr]:

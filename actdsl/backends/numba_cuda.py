@@ -109,9 +109,15 @@ def pow2scale(x):
     _, e = math.frexp(x)
     s = F(math.ldexp(ONE, e - 1))
     s = s if s > TINY else TINY
+    s = s if s < ONE / TINY else ONE / TINY  # (and 1/s normal: a subnormal 1/s gave NaN gradients)
     a = abs(x)
     ok = (a >= BAND_LO) & (a <= BAND_HI)
     return ONE if (x == ZERO) | ok else (s if a < INF else NAN)
+
+
+@cuda.jit(device=True)
+def scaled(u, s):
+    return u / s
 
 
 @cuda.jit(device=True)
@@ -176,7 +182,7 @@ class CudaEmitter(NumbaEmitter):
                  sp.Abs: "abs", sp.floor: "floor_", sp.ceiling: "ceil_"}
     primitives = {"sigmoid": "sigmoid", "softplus": "softplus", "expm1": "expm1",
                   "log1p": "log1p", "shifted": "shifted", "sqrt0": "sqrt", "ncdf": "ncdf",
-                  "tanhshrink": "tanhshrink", "softsign": "softsign", "pow2scale": "pow2scale"}
+                  "tanhshrink": "tanhshrink", "softsign": "softsign", "pow2scale": "pow2scale", "scaled": "scaled"}
 
     def __init__(self, names, constants: dict):
         super().__init__(names, anchor="")

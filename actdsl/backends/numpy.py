@@ -14,7 +14,7 @@ import sympy as sp
 
 from . import numpy_runtime
 from .emit import Emitter, Source, run_generated
-from ..derive import Plan
+from ..derive import Plan, split_common
 from ..ir import RowMax, RowShift, RowSum, n, z
 
 
@@ -114,14 +114,19 @@ def generate(plan: Plan) -> str:
     _forward_reductions(src, em, plan)
     grad = plan.grad_reductions()
     # every per-element expression of the backward pass, with common parts shared
+    # (dz's terms share their common factor, and g ∂F/∂z prints as g ∂F/∂r does: numba_cpu's
+    # _vjp_final says why)
+    g = sp.Symbol("g")
     keys, exprs = [], []
     for r in grad:
-        keys.append(("A", r.symbol)); exprs.append(plan.dout_dr[r.symbol])
+        keys.append(("A", r.symbol)); exprs.append(g * plan.dout_dr[r.symbol])
     for (m, k), e in plan.dbody_dr.items():
         keys.append(("S", m, k)); exprs.append(e)
-    keys.append(("dz",)); exprs.append(plan.dout_dz)
-    for r in grad:
-        keys.append(("bz", r.symbol)); exprs.append(plan.dbody_dz[r.symbol])
+    common, parts = split_common([plan.dout_dz] + [plan.dbody_dz[r.symbol] for r in grad])
+    keys.append(("common",)); exprs.append(common)
+    keys.append(("dz",)); exprs.append(g * parts[0])
+    for r, part in zip(grad, parts[1:]):
+        keys.append(("bz", r.symbol)); exprs.append(part)
     for p in plan.params:
         keys.append(("dp", p)); exprs.append(plan.dout_dp[p])
     for (k, p), e in plan.dbody_dp.items():
@@ -142,14 +147,15 @@ def generate(plan: Plan) -> str:
         return expr_text
 
     for r in reversed(grad):  # λ_k = Σ g ∂F/∂r_k + Σ_{m>k} λ_m S_mk
-        terms = [f"_rt.rowsum(g * {text[('A', r.symbol)]}, z)"]
+        terms = [f"_rt.rowsum({text[('A', r.symbol)]}, z)"]
         for (m, k) in plan.dbody_dr:
             if k == r.symbol:
                 terms.append(f"lam_{m.name} * {row_total(m, text[('S', m, k)])}")
         src(f"lam_{r.symbol.name} = " + " + ".join(terms))
-    dz = [f"g * {text[('dz',)]}"]
+    dz = [text[("dz",)]]
     dz += [f"lam_{r.symbol.name} * {per_element(r.symbol, text[('bz', r.symbol)])}" for r in grad]
-    src("dz = _rt.nan_through(" + " + ".join(dz) + ", z)")
+    dz = " + ".join(dz) if common == 1 else f"{text[('common',)]} * ({' + '.join(dz)})"
+    src(f"dz = _rt.nan_through({dz}, z)")
     dps = []
     for i, p in enumerate(plan.params):
         terms = [f"g * {text[('dp', p)]}"]

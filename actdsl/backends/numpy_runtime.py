@@ -44,9 +44,13 @@ def make(xp, erf, erfc) -> types.SimpleNamespace:
     def pow2scale(a):
         lo, hi = SCALE_BANDS[str(a.dtype)]
         _, e = xp.frexp(a)
-        s = xp.maximum(xp.ldexp(xp.ones_like(a), e - 1), xp.finfo(a.dtype).tiny)
+        tiny = xp.finfo(a.dtype).tiny
+        s = xp.minimum(xp.maximum(xp.ldexp(xp.ones_like(a), e - 1), tiny), 1 / tiny)
         keep = (a == 0) | ((xp.abs(a) >= lo) & (xp.abs(a) <= hi))
         return xp.where(keep, 1, xp.where(xp.abs(a) < xp.inf, s, xp.nan))
+
+    def scaled(u, s):
+        return u / s
 
     def shifted(a, b):
         return xp.where(a == b, 0, a - b)
@@ -80,7 +84,7 @@ def make(xp, erf, erfc) -> types.SimpleNamespace:
 
     return types.SimpleNamespace(
         expm1=xp.expm1, log1p=xp.log1p, sqrt=xp.sqrt, erf=erf, erfc=erfc, sigmoid=sigmoid,
-        softplus=softplus, softsign=softsign, pow2scale=pow2scale, tanhshrink=tanhshrink, sech=sech, shifted=shifted,
+        softplus=softplus, softsign=softsign, pow2scale=pow2scale, scaled=scaled, tanhshrink=tanhshrink, sech=sech, shifted=shifted,
         ncdf=ncdf, nan_through=nan_through, rowsum=rowsum, rowmax=rowmax, argmax=argmax,
         take=take, at=at)
 

@@ -220,6 +220,7 @@ def pow2scale(x):
     _, e = math.frexp(x)
     s = F(math.ldexp(ONE, e - 1))
     s = s if s > TINY else TINY
+    s = s if s < ONE / TINY else ONE / TINY  # (and 1/s normal: a subnormal 1/s gave NaN gradients)
     a = abs(x)
     ok = (a >= BAND_LO) & (a <= BAND_HI)
     return ONE if (x == ZERO) | ok else (s if a < INF else NAN)
@@ -565,6 +566,27 @@ def shifted(typingctx, a, b):
         x, y = (context.cast(builder, v, t, f) for v, t in zip(args, sig.args))
         same = builder.fcmp_ordered("==", x, y)
         return builder.select(same, ir.Constant(x.type, 0.0), builder.fsub(x, y))
+    return f(a, b), codegen
+
+
+@intrinsic
+def scaled(typingctx, a, b):
+    """a / b as one division without fast-math flags: a row divided by its power-of-two scale
+    stays a division, which LLVM's reassociation (the row kernels' 'reassoc') does not move
+    (2 * (z / s) must not become (2 * z) / s, which overflows near the largest floats)."""
+    f = _float_of(a, b)
+    if f is None:
+        return None
+
+    def codegen(context, builder, sig, args):
+        x, y = (context.cast(builder, v, t, f) for v, t in zip(args, sig.args))
+        q = builder.fdiv(x, y)
+        # InstCombine folds C * (x / y) into (C * x) / y under the caller's 'reassoc' whatever
+        # the division's own flags; llvm.arithmetic.fence is the barrier LLVM has for that
+        suffix = "f32" if f == types.float32 else "f64"
+        fence = builder.module.declare_intrinsic(f"llvm.arithmetic.fence.{suffix}", (),
+                                                 ir.FunctionType(q.type, [q.type]))
+        return builder.call(fence, [q])
     return f(a, b), codegen
 
 
