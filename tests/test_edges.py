@@ -236,6 +236,25 @@ def test_subnormal_rows_normalise(backend, dtype):
         assert_close_rows(y, truth_norm(kind, x), dtype)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rowwise_nonfinite_rows(backend):
+    """norm:mean/std/z: a row holding ±inf or NaN is NaN across the row, values and gradients;
+    norm:max: 0 for the finite entries, NaN for the infinite ones; prelu(-inf) follows IEEE."""
+    rows = np.array([[np.inf, 0.0, 1.0], [-np.inf, 0.0, 1.0], [np.nan, 0.0, 1.0]])
+    good = np.array([[1.0, 2.0, 4.0]])
+    for kind in ("norm:mean", "norm:std", "norm:z"):
+        k = actdsl.compile(kind, backend=backend)
+        y = quiet(k, np.concatenate([rows, good]))
+        dx = quiet(k.vjp, np.concatenate([rows, good]), np.ones((4, 3)))
+        assert np.all(np.isnan(y[:3])) and np.all(np.isnan(dx[:3])), kind
+        assert np.all(np.isfinite(y[3])) and np.all(np.isfinite(dx[3])), kind
+    y = quiet(actdsl.compile("norm:max", backend=backend), rows[:2])
+    assert np.all(np.isnan(y[:, 0])) and np.all(y[:, 1:] == 0)
+    prelu = actdsl.compile("prelu", backend=backend)
+    np.testing.assert_array_equal(prelu(np.array([-np.inf, np.inf]), r=0.1), [-np.inf, np.inf])
+    assert np.isnan(prelu(np.array([-np.inf]), r=0.0)[0])
+
+
 # -- one value, one rounding ------------------------------------------------------------------------
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", FLOATS)
