@@ -217,11 +217,13 @@ def softsign(x):
 def pow2scale(x):
     # stable.pow2scale: 1 in [BAND_LO, BAND_HI] and at 0; else a power of two s <= |x| < 2s
     # (at least TINY: 1/s finite); NaN at ±inf and NaN
-    _, e = math.frexp(x)
-    s = F(math.ldexp(ONE, e - 1))
+    # bits: the exponent field alone is 2^floor(log2 |x|) (0 for subnormals, inf for inf/NaN);
+    # integer operations only, so a call on a row constant is hoisted out of the row's loops
+    # (frexp, a libm call with an out-parameter, was not: 50x slower norm:z)
+    a = abs(x)
+    s = from_bits(as_bits(a) & (EXP_MASK << MANT))
     s = s if s > TINY else TINY
     s = s if s < ONE / TINY else ONE / TINY  # (and 1/s normal: a subnormal 1/s gave NaN gradients)
-    a = abs(x)
     ok = (a >= BAND_LO) & (a <= BAND_HI)
     return ONE if (x == ZERO) | ok else (s if a < INF else NAN)
 
@@ -571,22 +573,18 @@ def shifted(typingctx, a, b):
 
 @intrinsic
 def scaled(typingctx, a, b):
-    """a / b as one division without fast-math flags: a row divided by its power-of-two scale
-    stays a division, which LLVM's reassociation (the row kernels' 'reassoc') does not move
-    (2 * (z / s) must not become (2 * z) / s, which overflows near the largest floats)."""
+    """a / b for a row's power-of-two scale b, written so that the row kernels' 'reassoc' cannot
+    turn 2 * (z / s) into (2 * z) / s, which overflows near the largest floats."""
     f = _float_of(a, b)
     if f is None:
         return None
 
     def codegen(context, builder, sig, args):
         x, y = (context.cast(builder, v, t, f) for v, t in zip(args, sig.args))
-        q = builder.fdiv(x, y)
-        # InstCombine folds C * (x / y) into (C * x) / y under the caller's 'reassoc' whatever
-        # the division's own flags; llvm.arithmetic.fence is the barrier LLVM has for that
-        suffix = "f32" if f == types.float32 else "f64"
-        fence = builder.module.declare_intrinsic(f"llvm.arithmetic.fence.{suffix}", (),
-                                                 ir.FunctionType(q.type, [q.type]))
-        return builder.call(fence, [q])
+        # x times the reciprocal of the row constant y (a power of two, so exact, and hoisted
+        # out of the loop): LLVM's reassociation groups loop invariants first, C * (1/y), never
+        # C * x; as a division, InstCombine folded C * (x / y) into (C * x) / y, which overflows
+        return builder.fmul(x, builder.fdiv(ir.Constant(x.type, 1.0), y))
     return f(a, b), codegen
 
 
