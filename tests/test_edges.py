@@ -64,12 +64,11 @@ INDEPENDENT = {
     "hardswish": Z * sp.Piecewise((0, Z <= -3), (1, Z >= 3), ((Z + 3) / 6, True)),
     "softsign": Z / (1 + sp.Abs(Z)),
     "{z*exp(-z)}": Z * sp.exp(-Z),
-    "silu+tanh": sp.tanh(Z / (1 + sp.exp(-Z))),
-    "tanh+silu": sp.tanh(Z) / (1 + sp.exp(-sp.tanh(Z))),
-    "softsign+mish": (Z / (1 + sp.Abs(Z))) * sp.tanh(sp.log(1 + sp.exp(Z / (1 + sp.Abs(Z))))),
     "{z*sigmoid(z)}": Z / (1 + sp.exp(-Z)),
-    "mish+hardswish": (lambda m: m * sp.Piecewise((0, m <= -3), (1, m >= 3), ((m + 3) / 6, True)))(
-        Z * sp.tanh(sp.log(1 + sp.exp(Z)))),
+    "hardswish+silu": (lambda h: h / (1 + sp.exp(-h)))(
+        Z * sp.Piecewise((0, Z <= -3), (1, Z >= 3), ((Z + 3) / 6, True))),
+    "relu+silu": (lambda r: r / (1 + sp.exp(-r)))(sp.Piecewise((0, Z <= 0), (Z, True))),
+    "softsign+silu": (lambda t: t / (1 + sp.exp(-t)))(Z / (1 + sp.Abs(Z))),
 }
 
 
