@@ -12,8 +12,11 @@ process with the environment variable ``ACTDSL_BUDGET_EXPRESSION_NODES=400000``.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import math
 import os
+import threading
 
 import sympy as sp
 
@@ -28,6 +31,8 @@ DEFAULTS = {
     "derivative_nodes": (200_000, "size of all derivatives together (tree nodes)"),
     "source_chars": (2_000_000, "characters of generated source"),
     "expression_depth": (200, "nesting depth of the lowered expression"),
+    "compile_seconds": (30, "seconds of symbolic work (lowering, derivatives, code generation) "
+                            "for one compile"),
     "branch_conditions": (64, "comparisons in the conditions of branches (tree count): "
                               "SymPy's cost grows steeply with them"),
 }
@@ -159,6 +164,46 @@ def check_derivatives(exprs, so_far: int = 0) -> int:
 def check_source(source: str) -> None:
     if len(source) > limit("source_chars"):
         raise exceeded("source_chars", "the generated source", len(source))
+
+
+class CompileTimeout(BudgetError):
+    """Raised into a compiling thread whose symbolic work ran past ``compile_seconds``."""
+
+    def __init__(self, *args):
+        if not args:  # raised asynchronously: the class alone is delivered
+            err = exceeded("compile_seconds", "this spec's compile", None)
+            args = (str(err),)
+        super().__init__(*args, "compile_seconds")
+
+
+@contextlib.contextmanager
+def deadline():
+    """Bound the symbolic work inside by ``compile_seconds``: past it, a watchdog raises
+    :class:`CompileTimeout` in this thread, at its next Python instruction (SymPy's work is
+    Python; a stretch in C finishes first). The backstop behind the size budgets, for whatever
+    SymPy finds slow that they do not measure."""
+    seconds = limit("compile_seconds")
+    thread = threading.get_ident()
+    state = {"active": True}
+    lock = threading.Lock()
+
+    def fire():
+        with lock:
+            if state["active"]:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread),
+                                                           ctypes.py_object(CompileTimeout))
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        with lock:
+            state["active"] = False
+            timer.cancel()
+            # an exception fired but not yet raised must not escape after the compile
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread), None)
 
 
 #: |log2| of the largest and smallest positive float64 (normal or not), with room

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import linecache
 import os
 import secrets
 import stat
@@ -211,6 +212,8 @@ def release(module: types.ModuleType) -> None:
             del _on_disk[name]
         if sys.modules.get(name) is module:
             del sys.modules[name]
+        # Numba reads the source through inspect, which keeps it in linecache
+        linecache.cache.pop(getattr(module, "__file__", None), None)
 
 
 def _numba_files(path: Path) -> list[Path]:

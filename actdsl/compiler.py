@@ -53,7 +53,8 @@ def _bounded(make):
     """``make()``, with the failures that only size can cause turned into a BudgetError: the
     explicit budgets (actdsl.budget) come first, this is the backstop behind them."""
     try:
-        return make()
+        with budget.deadline():
+            return make()
     except RecursionError:
         raise BudgetError("this spec nests too deeply for actdsl's symbolic stages (Python's "
                           "recursion limit); compose fewer terms or write a flatter formula",

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sympy as sp
+from sympy.functions.elementary.piecewise import ExprCondPair
 
 from . import budget
 from .ir import IR, RowMax, RowReduction, z
@@ -144,10 +145,11 @@ class _Branches(sp.Piecewise):
     inside :func:`_diff`."""
 
     def __new__(cls, *args, **options):
-        return sp.Basic.__new__(cls, *args)
+        pairs = [a if isinstance(a, ExprCondPair) else ExprCondPair(*a) for a in args]
+        return sp.Basic.__new__(cls, *pairs)
 
     def _eval_derivative(self, x):
-        return _Branches(*[sp.Tuple.__new__(type(pair), sp.diff(pair.expr, x), pair.cond)
+        return _Branches(*[sp.Tuple.__new__(ExprCondPair, sp.diff(pair.expr, x), pair.cond)
                            for pair in self.args])
 
 
