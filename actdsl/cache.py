@@ -212,8 +212,12 @@ def release(module: types.ModuleType) -> None:
             del _on_disk[name]
         if sys.modules.get(name) is module:
             del sys.modules[name]
-        # Numba reads the source through inspect, which keeps it in linecache
-        linecache.cache.pop(getattr(module, "__file__", None), None)
+        # Numba reads the source through inspect, which keeps it in linecache (under the path
+        # and relative forms of it)
+        base = os.path.basename(getattr(module, "__file__", "") or "")
+        if base.startswith(name):
+            for cached in [k for k in list(linecache.cache) if str(k).endswith(base)]:
+                linecache.cache.pop(cached, None)
 
 
 def _numba_files(path: Path) -> list[Path]:

@@ -63,6 +63,12 @@ def _bounded(make):
         raise BudgetError("this spec's compile ran out of memory; simplify it, or lower "
                           "actdsl.budget's limits so that it is refused early",
                           "memory") from None
+    except ActdslError:
+        raise
+    except (ArithmeticError, AttributeError, TypeError, ValueError) as e:
+        # SymPy refusing something a check above should have caught first: still ours to report
+        raise ActdslError(f"actdsl cannot compile this spec: SymPy raised {type(e).__name__} "
+                          f"({str(e)[:200]}); please report it with the spec") from e
 
 
 def _backend_module(name: str):

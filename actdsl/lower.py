@@ -34,10 +34,14 @@ def lower(spec: Spec, text: str = "") -> IR:
         budget.check_expression(u, f"the spec up to term {index + 1}", where)
         if isinstance(term, Formula):
             u = formula(term.expr, u, where)
+            if u.has(sp.I, sp.zoo):
+                raise ParameterError("this formula is complex or undefined for every z (sqrt(-1), "
+                                     f"1/0): activations are real functions{_where(where)}")
             shown = formula(term.expr, shown, where, display=True)
             continue
         d = REGISTRY.lookup(term.key, context=where)
         hyper, fixed = _arguments(d, term, where)
+        _check_pieces(d, hyper, where)
         symbols = {}
         for decl in d.params:
             shape = decl.shape(hyper)
@@ -70,6 +74,17 @@ def _check_constants(expr: sp.Expr) -> None:
 
 _LARGEST = sp.Integer(int(np.finfo(np.float64).max))
 _SMALLEST = sp.Rational(1, 2 ** 1074)
+
+
+def _check_pieces(d: Definition, hyper: dict, where: str) -> None:
+    """A count of pieces (maxout:k) is k(k-1)/2 comparisons (each piece against every later one,
+    the first winning ties): refused before they are built when they alone pass the budget."""
+    if d.count_hyper and isinstance(hyper.get(d.count_hyper), int):
+        k = hyper[d.count_hyper]
+        comparisons = k * (k - 1) // 2
+        if comparisons > budget.limit("branch_conditions"):
+            raise budget.exceeded("branch_conditions", f"{d.key} with {k} pieces", comparisons,
+                                  where)
 
 
 def _bind_init(init, shape):
