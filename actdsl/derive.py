@@ -160,9 +160,17 @@ def _diff(e: sp.Expr, v: sp.Symbol) -> sp.Expr:
         return tidy(sp.diff(e, v))
     lazy = e.replace(lambda x: type(x) is sp.Piecewise, lambda x: _Branches(*x.args))
     out = sp.diff(lazy, v)
-    out = out.replace(lambda x: isinstance(x, _Branches),
-                      lambda x: sp.Piecewise(*x.args, evaluate=False))
+    out = out.replace(lambda x: isinstance(x, _Branches), _plain)
     return tidy(out)
+
+
+def _plain(b: _Branches) -> sp.Expr:
+    """A Piecewise again; branches that all have one value (relu'' is 0 on both sides) are
+    that value, as SymPy's evaluation would give."""
+    values = {pair.expr for pair in b.args}
+    if len(values) == 1 and b.args[-1].cond == sp.true:
+        return values.pop()
+    return sp.Piecewise(*b.args, evaluate=False)
 
 
 def _nonzero(d: dict) -> dict:

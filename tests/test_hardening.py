@@ -194,20 +194,36 @@ def test_fuzz_compositions_raise_only_actdsl_errors(parts):
     assert time.perf_counter() - t < HANG
 
 
+def _safely(build):
+    """A SymPy constructor for the strategy: what SymPy itself refuses to build (Max of nan)
+    becomes nan, so that the test is about actdsl, not about SymPy."""
+    def make(*args):
+        try:
+            return build(*args)
+        except (TypeError, ValueError):
+            return sp.nan
+    return make
+
+
 EXPRS = st.recursive(
     st.sampled_from([sp.Symbol("z"), sp.Integer(0), sp.Integer(10) ** 400, sp.oo, sp.nan,
                      sp.Rational(1, 3), sp.pi, sp.Symbol("q")]),
     lambda inner: st.one_of(
-        st.builds(lambda a, b: a + b, inner, inner), st.builds(lambda a, b: a * b, inner, inner),
-        st.builds(lambda a, b: a ** b, inner, inner), st.builds(sp.exp, inner),
-        st.builds(sp.Max, inner, inner), st.builds(lambda a: sp.Function("counter")(a), inner),
-        st.builds(lambda a: sp.Piecewise((a, a > 0), (0, True)), inner)),
+        st.builds(_safely(lambda a, b: a + b), inner, inner),
+        st.builds(_safely(lambda a, b: a * b), inner, inner),
+        # unevaluated: SymPy would compute (10**400)**(10**400) here, in the strategy
+        st.builds(_safely(lambda a, b: sp.Pow(a, b, evaluate=False)), inner, inner),
+        st.builds(_safely(sp.exp), inner), st.builds(_safely(sp.Max), inner, inner),
+        st.builds(_safely(lambda a: sp.Function("counter")(a)), inner),
+        st.builds(_safely(lambda a: sp.Piecewise((a, a > 0), (0, True))), inner)),
     max_leaves=8)
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(EXPRS, st.sampled_from(["numpy", "numba"]))
 def test_fuzz_custom_activations_raise_only_actdsl_errors(expr, backend):
+    t = time.perf_counter()
+    budget.set(compile_seconds=10)
     try:
         actdsl.register("fuzzed", expr, replace=True)
         k = actdsl.compile("fuzzed+relu", backend=backend)
@@ -215,9 +231,11 @@ def test_fuzz_custom_activations_raise_only_actdsl_errors(expr, backend):
     except actdsl.ActdslError:
         pass
     finally:
+        budget.set(compile_seconds=None)
         from actdsl.registry import REGISTRY
         if "fuzzed" in REGISTRY:
             actdsl.unregister("fuzzed")
+    assert time.perf_counter() - t < HANG
 
 
 ARGS = st.sampled_from(["show", "compile", "latex", "plot", "table", "check", "bench", "relu",
@@ -244,3 +262,24 @@ def test_fuzz_cli_arguments_exit_cleanly(capsys, argv):
     assert status in (0, 1, 2)
     if status == 2:
         assert len(err.strip().splitlines()) == 1, err
+
+
+def test_slow_spec_search_runs_short(tmp_path):
+    """CI's short version of benchmarks/slow_specs.py (the long one runs for minutes): it runs,
+    finds no compile that hangs, and records the worst time it found."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(__file__).parent.parent / "benchmarks" / "slow_specs.py"
+    out = tmp_path / "slow.json"
+    root = str(Path(__file__).parent.parent)  # this checkout's actdsl, whatever is installed
+    env = {**os.environ, "ACTDSL_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    run = subprocess.run([sys.executable, str(script), "--search", "15", "--compositions", "3",
+                          "--hang", str(HANG), "--out", str(out)], capture_output=True, text=True,
+                         env=env, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["search"]["tried"] >= 1 and report["search"]["worst"]["seconds"] > 0
+    assert report["compositions"]["count"] == 3
