@@ -92,6 +92,10 @@ class Untrusted(OSError):
     """A cache directory (or key) this user cannot trust: the reason is its text."""
 
 
+class _NoKey(Untrusted):
+    """No MAC key: Numba's files cannot be checked, so none are used."""
+
+
 def private_dir(path: Path, create: bool = True) -> Path:
     """``path``, created 0700 if missing; Untrusted unless it is a directory owned by this user
     and writable by no one else (a symlink is judged by what it points to)."""
@@ -173,8 +177,8 @@ def load(source: str) -> types.ModuleType:
         directory = cache_dir()
         path = directory / f"{name}.py"
         try:
-            if _key() is None:
-                raise Untrusted("no cache key")
+            if _key() is None:  # already warned about
+                raise _NoKey()
             private_dir(directory)
             if not all(_writable(p) for p in (directory, private_dir(directory / "__pycache__"))):
                 # Numba cannot cache in a directory it cannot write ("no locator available")
@@ -189,7 +193,7 @@ def load(source: str) -> types.ModuleType:
             module = _import_file(name, path, source)
             _on_disk[name] = [path, 1]
         except OSError as e:
-            if str(e) != "no cache key":
+            if not isinstance(e, _NoKey):
                 _warn_once(f"actdsl: cannot use the cache directory {directory} "
                            f"({e.strerror or e}); compiling in memory, so new processes compile "
                            "again. Set ACTDSL_CACHE_DIR to a private, writable directory to fix "
