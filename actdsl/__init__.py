@@ -7,8 +7,9 @@
 from . import sym
 from .compiler import Kernel, compile
 from .custom import Activation, check_derivative, register, unregister
-from .errors import (ActdslError, ArrayTypeError, ParameterError, SpecSyntaxError,
-                     UnknownActivationError)
+from .errors import (ActdslError, ArrayTypeError, BackendUnavailableError, BudgetError,
+                     ParameterError, SpecSyntaxError, UnknownActivationError)
+from . import budget
 from .syntax import parse
 from .docs import latex
 from .check import check
@@ -17,6 +18,7 @@ from .plot import plot
 
 __version__ = "0.1.0"
 
-__all__ = ["ActdslError", "Activation", "ArrayTypeError", "Kernel", "ParameterError",
+__all__ = ["ActdslError", "Activation", "ArrayTypeError", "BackendUnavailableError",
+           "BudgetError", "Kernel", "ParameterError", "budget",
            "SpecSyntaxError", "UnknownActivationError", "check", "check_derivative", "compile",
            "latex", "parse", "plot", "register", "sym", "table", "unregister", "__version__"]

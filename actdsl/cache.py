@@ -3,18 +3,32 @@
 A module's file name is the hash of its source: processes that generate the same source share
 the file, and a changed generator (or actdsl version) never meets stale machine code, since
 Numba's own cache is keyed on the file. Files are written to a temporary name and renamed into
-place (atomic), and read back before use: a truncated or garbled file is rewritten. When the
-directory cannot be used, modules are compiled in memory with a warning (no cross-process reuse).
+place (atomic). What runs is always the checked source in memory, never the file read back.
+
+Trust (docs/security.md): only this user, and only what this user's actdsl wrote, is trusted.
+
+* The directory is created private (0700) and used only while it is owned by this user and
+  writable by no one else, and so is its ``__pycache__`` (where Numba writes); otherwise, and
+  when it cannot be written, kernels compile in memory with one warning.
+* Numba unpickles its index (``.nbi``) and machine code (``.nbc``) files when a kernel is first
+  called. Each of them gets a MAC (HMAC-SHA256 over its name and bytes, with a per-user key kept
+  outside the cache directory: ``ACTDSL_CACHE_KEY`` or ``$XDG_CONFIG_HOME/actdsl/cache-key``),
+  written after Numba writes the file; before Numba can read them, every file whose MAC is missing
+  or wrong is deleted, and Numba compiles again. actdsl itself never unpickles them.
+* Without a usable key (none yet and nowhere to create one), machine code is not cached.
 
 ``ACTDSL_CACHE_DIR`` relocates the cache; the default is ``$XDG_CACHE_HOME/actdsl`` or
 ``~/.cache/actdsl``.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import hmac
+import linecache
 import os
-import pickle
-import pickletools
+import secrets
+import stat
 import sys
 import tempfile
 import threading
@@ -24,6 +38,11 @@ from pathlib import Path
 
 _lock = threading.RLock()  # re-entrant: importing a kernel module loads vmath through here
 _warned: set[str] = set()
+#: module name -> (file path, users): modules loaded from the cache directory, whose Numba files
+#: are checked before and sealed after each compile; users count the kernels holding one
+_on_disk: dict[str, list] = {}
+_key_cache: dict[str, bytes | None] = {}
+NUMBA_SUFFIXES = (".nbi", ".nbc")
 
 
 def cache_dir() -> Path:
@@ -32,6 +51,14 @@ def cache_dir() -> Path:
         return Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "actdsl"
+
+
+def key_file() -> Path:
+    env = os.environ.get("ACTDSL_CACHE_KEY")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "actdsl" / "cache-key"
 
 
 def source_key(source: str) -> str:
@@ -44,11 +71,12 @@ def _warn_once(message: str):
         warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
-def _write_atomically(path: Path, source: str):
+def _write_atomically(path: Path, data: str | bytes, mode: int = 0o600):
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(source)
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -60,6 +88,81 @@ def _write_atomically(path: Path, source: str):
         raise
 
 
+class Untrusted(OSError):
+    """A cache directory (or key) this user cannot trust: the reason is its text."""
+
+
+class _NoKey(Untrusted):
+    """No MAC key: Numba's files cannot be checked, so none are used."""
+
+
+def private_dir(path: Path, create: bool = True) -> Path:
+    """``path``, created 0700 if missing; Untrusted unless it is a directory owned by this user
+    and writable by no one else (a symlink is judged by what it points to)."""
+    if create:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.stat()
+    if not stat.S_ISDIR(st.st_mode):
+        raise Untrusted(f"{path} is not a directory")
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        raise Untrusted(f"{path} belongs to another user (uid {st.st_uid})")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise Untrusted(f"{path} is writable by other users (mode {stat.S_IMODE(st.st_mode):o})")
+    return path
+
+
+def _writable(path: Path) -> bool:
+    """Writable, and meant to be: a directory whose owner took away its own write permission is
+    read-only here even for root, who could write anyway."""
+    return os.access(path, os.W_OK) and bool(path.stat().st_mode & stat.S_IWUSR)
+
+
+def _key() -> bytes | None:
+    """This user's MAC key (created on first use), or None where there is none to be had."""
+    where = str(key_file())
+    if where in _key_cache:
+        return _key_cache[where]
+    path = Path(where)
+    key = None
+    try:
+        try:
+            private_dir(path.parent, create=False)
+            key = _read_key(path)
+        except FileNotFoundError:
+            private_dir(path.parent)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(secrets.token_bytes(32))
+            except FileExistsError:  # another process made it first
+                pass
+            key = _read_key(path)
+    except OSError as e:
+        _warn_once(f"actdsl: no usable cache key at {path} ({e.strerror or e}); Numba's machine "
+                   "code is not cached, so new processes compile again. Set ACTDSL_CACHE_KEY to "
+                   "a file in a private, writable directory to fix this.")
+        key = None
+    _key_cache[where] = key
+    return key
+
+
+def _read_key(path: Path) -> bytes:
+    st = path.stat()
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        raise Untrusted(f"the key {path} belongs to another user")
+    if st.st_mode & 0o077:
+        raise Untrusted(f"the key {path} is readable or writable by others "
+                        f"(mode {stat.S_IMODE(st.st_mode):o}; chmod 600 it)")
+    key = path.read_bytes()
+    if len(key) < 32:
+        raise Untrusted(f"the key {path} is too short")
+    return key
+
+
+def _mac(key: bytes, path: Path, data: bytes) -> bytes:
+    return hmac.new(key, path.name.encode() + b"\0" + data, hashlib.sha256).hexdigest().encode()
+
+
 def load(source: str) -> types.ModuleType:
     """Import ``source`` from the cache directory (writing it if missing or damaged)."""
     from .backends.emit import check_generated
@@ -68,11 +171,18 @@ def load(source: str) -> types.ModuleType:
     name = f"actdsl_generated_{key}"
     with _lock:
         if name in sys.modules:
+            if name in _on_disk:
+                _on_disk[name][1] += 1
             return sys.modules[name]
         directory = cache_dir()
         path = directory / f"{name}.py"
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            if _key() is None:  # already warned about
+                raise _NoKey()
+            private_dir(directory)
+            if not all(_writable(p) for p in (directory, private_dir(directory / "__pycache__"))):
+                # Numba cannot cache in a directory it cannot write ("no locator available")
+                raise Untrusted(f"{directory} is read-only")
             try:
                 current = path.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError):
@@ -81,35 +191,95 @@ def load(source: str) -> types.ModuleType:
                 _write_atomically(path, source)
             _scrub_numba_cache(path)
             module = _import_file(name, path, source)
+            _on_disk[name] = [path, 1]
         except OSError as e:
-            _warn_once(f"actdsl: cannot use the cache directory {directory} ({e.strerror or e}); "
-                       "compiling in memory, so new processes compile again. Set ACTDSL_CACHE_DIR "
-                       "to a writable directory to fix this.")
+            if not isinstance(e, _NoKey):
+                _warn_once(f"actdsl: cannot use the cache directory {directory} "
+                           f"({e.strerror or e}); compiling in memory, so new processes compile "
+                           "again. Set ACTDSL_CACHE_DIR to a private, writable directory to fix "
+                           "this.")
             module = _import_memory(name, source)
         sys.modules[name] = module
         return module
 
 
+def release(module: types.ModuleType) -> None:
+    """One kernel no longer uses ``module``: when none does, actdsl forgets it (sys.modules),
+    so that the module, its source and the functions compiled from it can be freed."""
+    name = module.__name__
+    with _lock:
+        entry = _on_disk.get(name)
+        if entry is not None:
+            entry[1] -= 1
+            if entry[1] > 0:
+                return
+            del _on_disk[name]
+        if sys.modules.get(name) is module:
+            del sys.modules[name]
+        # Numba reads the source through inspect, which keeps it in linecache (under the path
+        # and relative forms of it)
+        base = os.path.basename(getattr(module, "__file__", "") or "")
+        if base.startswith(name):
+            for cached in [k for k in list(linecache.cache) if str(k).endswith(base)]:
+                linecache.cache.pop(cached, None)
+
+
+def _numba_files(path: Path) -> list[Path]:
+    folder = path.parent / "__pycache__"
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    prefix = path.stem + "."
+    return [folder / f for f in sorted(names)
+            if f.startswith(prefix) and f.endswith(NUMBA_SUFFIXES)]
+
+
 def _scrub_numba_cache(path: Path) -> None:
-    """Delete Numba cache files of this module that Numba could not load: Numba unpickles its
-    index and data without a guard, so a damaged file would raise on the first call."""
-    for f in (path.parent / "__pycache__").glob(f"{path.stem}.*.nb[ic]"):
+    """Delete every Numba file of this module whose MAC is missing or wrong (planted, damaged,
+    swapped or left half-written), before Numba can unpickle it; Numba then compiles again."""
+    key = _key()
+    for f in _numba_files(path):
+        tag = f.with_name(f.name + ".mac")
         try:
-            with open(f, "rb") as fh:
-                if f.suffix == ".nbi":
-                    pickle.load(fh)                          # the Numba version
-                    stamp, overloads = pickle.loads(fh.read())
-                    ok = isinstance(overloads, dict)
-                else:  # refers to the module itself: check the stream, don't unpickle it
-                    for _ in pickletools.genops(fh.read()):
-                        pass
-                    ok = True
-        except FileNotFoundError:
-            continue
-        except Exception:  # any unpickling failure means the file is damaged
+            ok = key is not None and hmac.compare_digest(tag.read_bytes(), _mac(key, f, f.read_bytes()))
+        except OSError:
             ok = False
         if not ok:
-            f.unlink(missing_ok=True)  # Numba recompiles and writes it again
+            for victim in (f, tag):
+                with contextlib.suppress(OSError):
+                    victim.unlink()
+
+
+def _seal(path: Path) -> None:
+    """MAC every Numba file of this module that has none or a stale one (Numba just wrote it)."""
+    key = _key()
+    if key is None:
+        return
+    for f in _numba_files(path):
+        tag = f.with_name(f.name + ".mac")
+        try:
+            mac = _mac(key, f, f.read_bytes())
+            if not (tag.exists() and hmac.compare_digest(tag.read_bytes(), mac)):
+                _write_atomically(tag, mac)
+        except OSError:
+            continue
+
+
+@contextlib.contextmanager
+def numba_compiling():
+    """Around anything that may make Numba read or write its cache files (a kernel's first call,
+    making a ufunc): files are checked before and sealed after."""
+    with _lock:
+        paths = [entry[0] for entry in _on_disk.values()]
+        for path in paths:
+            _scrub_numba_cache(path)
+    try:
+        yield
+    finally:
+        with _lock:
+            for path in paths:
+                _seal(path)
 
 
 def _import_file(name: str, path: Path, source: str) -> types.ModuleType:

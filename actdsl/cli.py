@@ -1,7 +1,8 @@
 """The ``actdsl`` command: compile, check, document and measure activation specs.
 
 Exit codes: 0 success; 1 a check or gradient comparison failed; 2 bad input (a spec that does
-not parse, an unknown name, a bad option). Errors go to stderr, spec errors with a caret.
+not parse, an unknown name, a bad option, a path that cannot be written). Each error is one line
+on stderr; a spec error's line names its line and column.
 """
 from __future__ import annotations
 
@@ -225,5 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except ActdslError as e:
-        print(f"actdsl: error: {e}", file=sys.stderr)
-        return 2
+        return _error(str(e))
+    except OSError as e:  # a path the user gave that cannot be written or read
+        where = f" {e.filename!s}" if e.filename else ""
+        return _error(f"cannot use{where}: {e.strerror or e}")
+
+
+def _error(message: str) -> int:
+    """One line on stderr (the first of the message: its position is in it), exit status 2."""
+    lines = message.strip().splitlines() or ["unknown error"]
+    print(f"actdsl: error: {lines[0]}", file=sys.stderr)
+    return 2

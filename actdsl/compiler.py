@@ -15,7 +15,8 @@ import sympy as sp
 from . import library  # noqa: F401  (fills the registry)
 from .ast import Spec
 from .derive import derivative as derive_derivative, make_plan
-from .errors import ActdslError, ArrayTypeError, ParameterError, close_names
+from . import budget
+from .errors import ActdslError, ArrayTypeError, BudgetError, ParameterError, close_names
 from .ir import IR
 from .limits import guard as guard_limits
 from .lower import lower
@@ -41,12 +42,34 @@ def compile(spec: str | Spec, backend: str = "numpy") -> "Kernel":  # noqa: A001
         if key in _cache:
             _cache.move_to_end(key)
             return _cache[key]
-    kernel = Kernel(ast, backend, text)
+    kernel = _bounded(lambda: Kernel(ast, backend, text))
     with _cache_lock:
         _cache[key] = kernel
         while len(_cache) > _CACHE_SIZE:
             _cache.popitem(last=False)
     return kernel
+
+
+def _bounded(make):
+    """``make()``, with the failures that only size can cause turned into a BudgetError: the
+    explicit budgets (actdsl.budget) come first, this is the backstop behind them."""
+    try:
+        with budget.deadline():
+            return make()
+    except RecursionError:
+        raise BudgetError("this spec nests too deeply for actdsl's symbolic stages (Python's "
+                          "recursion limit); compose fewer terms or write a flatter formula",
+                          "recursion") from None
+    except MemoryError:
+        raise BudgetError("this spec's compile ran out of memory; simplify it, or lower "
+                          "actdsl.budget's limits so that it is refused early",
+                          "memory") from None
+    except ActdslError:
+        raise
+    except (ArithmeticError, AttributeError, TypeError, ValueError) as e:
+        # SymPy refusing something a check above should have caught first: still ours to report
+        raise ActdslError(f"actdsl cannot compile this spec: SymPy raised {type(e).__name__} "
+                          f"({str(e)[:200]}); please report it with the spec") from e
 
 
 def _backend_module(name: str):
@@ -125,6 +148,7 @@ class Kernel:
         self.rowwise = self.plan.rowwise
         module = _backend_module(backend)
         self.source, self._runner = module.build(self.plan, _safe_key(self.text))
+        budget.check_source(self.source)
         self._columns_on_device: OrderedDict = OrderedDict()  # cuda: parameters on the device
 
     def __repr__(self) -> str:

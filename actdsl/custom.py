@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import numbers
 import random
 from dataclasses import dataclass
@@ -26,6 +27,13 @@ from .errors import ActdslError, ParameterError
 from .registry import REGISTRY, Definition, Hyper, ParamDecl
 from .stable import stabilize, to_elementary
 from .sym import Sym, _expr
+
+
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (OverflowError, TypeError, ValueError):
+        return False
 
 
 def _const(value):
@@ -43,6 +51,9 @@ def _hyper_from_init(cls) -> tuple[Hyper, ...]:
         if p.default is p.empty or isinstance(p.default, bool) or not isinstance(p.default, (int, float)):
             raise ActdslError(f"{cls.__name__}.__init__ argument {name!r} needs a number as its "
                               "default: spec arguments are numbers")
+        if not _finite(p.default):
+            raise ActdslError(f"{cls.__name__}.__init__ argument {name!r} needs a finite float64 "
+                              "number as its default")
         hyper.append(Hyper(name, p.default, integer=isinstance(p.default, int)))
     return tuple(hyper)
 
@@ -79,7 +90,16 @@ def _register_class(cls, replace: bool):
         return obj
 
     def build(u, h, p):
-        out = instance(h, p)(Sym(u))
+        try:
+            out = instance(h, p)(Sym(u))
+        except ActdslError:
+            raise
+        except RecursionError:
+            raise ActdslError(f"{cls.__name__}.__call__ recurses without end (does it call "
+                              "itself, or a spec that uses it?)") from None
+        except Exception as e:
+            raise ActdslError(f"{cls.__name__}.__call__ failed on a symbolic z: "
+                              f"{type(e).__name__}: {str(e)[:200]}") from None
         return stabilize(_expr(out))
 
     extra = {"class": cls}
@@ -98,6 +118,9 @@ def register(name: str, expr, description: str = "", *, defaults: dict | None = 
     Other symbols are hyper-parameters (``defaults={"alpha": 1.0}``, settable in specs as
     ``name(alpha=0.5)``) or learnable per-unit parameters (``learnable={"r": 0.1}``, the initial
     value). Returns the registered name."""
+    if not isinstance(name, str):
+        raise ActdslError(f"register() takes the activation's name as text, not "
+                          f"{type(name).__name__}")
     expr = _expr(expr) if isinstance(expr, Sym) else expr
     if not isinstance(expr, sp.Basic):
         raise ActdslError(f"register() takes a SymPy expression in z, not {type(expr).__name__}; "
@@ -107,6 +130,8 @@ def register(name: str, expr, description: str = "", *, defaults: dict | None = 
         if isinstance(v, bool) or not isinstance(v, numbers.Real):
             raise ParameterError(f"{name!r}: the value of {k!r} must be a number, not "
                                  f"{type(v).__name__}")
+        if not _finite(v):
+            raise ParameterError(f"{name!r}: the value of {k!r} must be a finite float64 number")
     symbols = {s.name: s for s in expr.free_symbols}
     unknown = set(symbols) - {"z"} - set(defaults) - set(learnable)
     if unknown:

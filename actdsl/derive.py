@@ -16,7 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sympy as sp
+from sympy.functions.elementary.piecewise import ExprCondPair
 
+from . import budget
 from .ir import IR, RowMax, RowReduction, z
 from .stable import tanh
 
@@ -153,6 +155,41 @@ def _is_neg_sech2(a) -> bool:
             and a.args[1].exp == 2 and isinstance(a.args[1].base, sp.sech))
 
 
+class _Branches(sp.Piecewise):
+    """A Piecewise whose derivative is taken branch by branch, its conditions kept as they are:
+    SymPy's own re-simplifies the conditions of every derivative, which takes time exponential in
+    their number (maxout:6's derivative took 14 s; maxout:8 hit the recursion limit). Used only
+    inside :func:`_diff`."""
+
+    def __new__(cls, *args, **options):
+        pairs = [a if isinstance(a, ExprCondPair) else ExprCondPair(*a) for a in args]
+        return sp.Basic.__new__(cls, *pairs)
+
+    def _eval_derivative(self, x):
+        return _Branches(*[sp.Tuple.__new__(ExprCondPair, sp.diff(pair.expr, x), pair.cond)
+                           for pair in self.args])
+
+
+def _diff(e: sp.Expr, v: sp.Symbol) -> sp.Expr:
+    """∂e/∂v, Piecewise differentiated as :class:`_Branches`; the result holds plain Piecewise
+    again (built without SymPy's evaluation, which has nothing left to simplify)."""
+    if not e.has(sp.Piecewise):
+        return tidy(sp.diff(e, v))
+    lazy = e.replace(lambda x: type(x) is sp.Piecewise, lambda x: _Branches(*x.args))
+    out = sp.diff(lazy, v)
+    out = out.replace(lambda x: isinstance(x, _Branches), _plain)
+    return tidy(out)
+
+
+def _plain(b: _Branches) -> sp.Expr:
+    """A Piecewise again; branches that all have one value (relu'' is 0 on both sides) are
+    that value, as SymPy's evaluation would give."""
+    values = {pair.expr for pair in b.args}
+    if len(values) == 1 and b.args[-1].cond == sp.true:
+        return values.pop()
+    return sp.Piecewise(*b.args, evaluate=False)
+
+
 def _nonzero(d: dict) -> dict:
     return {k: v for k, v in d.items() if v != 0}
 
@@ -162,8 +199,8 @@ def make_plan(ir: IR) -> Plan:
     reductions = [Reduction(r.kind, r.symbol, to_piecewise(r.body), r.depth) for r in reductions]
     theta = ir.param_symbols
     grad = [r for r in reductions if r.has_gradient]
-    d = lambda e, v: zero_first(tidy(sp.diff(e, v)))  # noqa: E731
-    return Plan(
+    d = lambda e, v: zero_first(_diff(e, v))  # noqa: E731
+    plan = Plan(
         reductions=tuple(reductions),
         out=out,
         params=theta,
@@ -175,11 +212,15 @@ def make_plan(ir: IR) -> Plan:
         dout_dp={p: d(out, p) for p in theta},
         dbody_dp=_nonzero({(r.symbol, p): d(r.body, p) for r in grad for p in theta}),
     )
+    budget.check_derivatives([plan.dout_dz, *plan.dout_dr.values(), *plan.dbody_dz.values(),
+                              *plan.dbody_dr.values(), *plan.dout_dp.values(),
+                              *plan.dbody_dp.values()])
+    return plan
 
 
 def derivative(ir: IR) -> sp.Expr:
     """g'(z) of an elementwise spec."""
-    return tidy(sp.diff(to_piecewise(ir.expr), z))
+    return _diff(to_piecewise(ir.expr), z)
 
 
 i_index, j_index = sp.symbols("i j", integer=True)

@@ -69,3 +69,16 @@ def caret_picture(text: str, line: int, column: int) -> str:
     shown = src[start:start + 120]
     prefix = "... " if start else ""
     return f"  {prefix}{shown}\n  {' ' * (len(prefix) + column - 1 - start)}^"
+
+
+class BudgetError(ActdslError):
+    """A spec whose compile would go over a budget (``budget`` names it; actdsl.budget)."""
+
+    def __init__(self, message: str, budget: str = ""):
+        self.budget = budget
+        super().__init__(message)
+
+
+class BackendUnavailableError(ActdslError):
+    """A backend that cannot run here (no GPU, a missing optional package)."""
+

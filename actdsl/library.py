@@ -32,8 +32,12 @@ def first_max(items):
     items = list(items)
     if len(items) == 1:
         return items[0]
-    branches = [(a, sp.And(*[a >= b for b in items[i + 1:]])) for i, a in enumerate(items[:-1])]
-    return Pw(*branches, (items[-1], True))
+    # SymPy's evaluation of relations and Piecewise queries assumptions pairwise, at a cost that
+    # grows exponentially with maxout's pieces; these conditions have nothing to simplify
+    lazy = len(items) > 4
+    ge = (lambda a, b: sp.GreaterThan(a, b, evaluate=False)) if lazy else (lambda a, b: a >= b)
+    branches = [(a, sp.And(*[ge(a, b) for b in items[i + 1:]])) for i, a in enumerate(items[:-1])]
+    return Pw(*branches, (items[-1], True), evaluate=not lazy)
 
 
 def row_mean_display(u):
@@ -146,7 +150,7 @@ def _pieces(u, p):
 
 
 _add("maxout", "piecewise linear", lambda u, h, p: first_max(_pieces(u, p)),
-     lambda u, h, p: sp.Max(*_pieces(u, p)),
+     lambda u, h, p: sp.Max(*_pieces(u, p), evaluate=len(p["m"]) <= 4),
      hyper=(Hyper("pieces", 2, integer=True, minimum=1, maximum=64, description="linear pieces"),),
      params=(ParamDecl("m", _maxout_slopes, lambda h: (h["pieces"],),
                        "slopes, pieces per unit (init evenly spaced in [-1, 1])"),

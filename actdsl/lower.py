@@ -12,7 +12,7 @@ from .ast import BinOp, Call, Formula, Neg, Num, Spec, Term, Var, format_value
 from .errors import ActdslError, ParameterError, UnknownActivationError, caret_picture, close_names
 from .ir import IR, Param, RowMax, RowSum, n, row_mean, row_std, row_var, z
 from .registry import REGISTRY, Definition, Hyper
-from . import stable
+from . import budget, stable
 from .stable import sqrt0
 
 
@@ -27,14 +27,22 @@ def exact(value) -> sp.Expr:
 def lower(spec: Spec, text: str = "") -> IR:
     u, shown = z, z
     params: list[Param] = []
+    if len(spec.terms) > budget.limit("terms"):
+        raise budget.exceeded("terms", "this spec", len(spec.terms))
     for index, term in enumerate(spec.terms):
         where = caret_picture(text, *term.pos) if text and term.pos else ""
+        # before each term, not after: one more term can cost many times what the last did
+        budget.check_expression(u, f"the spec up to term {index + 1}", where)
         if isinstance(term, Formula):
             u = formula(term.expr, u, where)
+            if u.has(sp.I, sp.zoo):
+                raise ParameterError("this formula is complex or undefined for every z (sqrt(-1), "
+                                     f"1/0): activations are real functions{_where(where)}")
             shown = formula(term.expr, shown, where, display=True)
             continue
         d = REGISTRY.lookup(term.key, context=where)
         hyper, fixed = _arguments(d, term, where)
+        _check_pieces(d, hyper, where)
         symbols = {}
         for decl in d.params:
             shape = decl.shape(hyper)
@@ -50,7 +58,34 @@ def lower(spec: Spec, text: str = "") -> IR:
                        for k, v in hyper.items()}
         u = d.build(u, exact_hyper, symbols)
         shown = (d.display or d.build)(shown, exact_hyper, symbols)
+    budget.check_expression(u)
+    _check_constants(u)
     return IR(u, tuple(params), shown)
+
+
+def _check_constants(expr: sp.Expr) -> None:
+    """Exact constants beyond float64's range would be printed as inf (10**400 * z)."""
+    for number in expr.atoms(sp.Rational):
+        if abs(number) > _LARGEST or (number != 0 and abs(number) < _SMALLEST):
+            shown = str(number)
+            shown = shown if len(shown) < 40 else f"a number of {len(shown)} digits"
+            raise ParameterError(f"the spec computes the constant {shown}, beyond float64's range "
+                                 "(about 4.9e-324 to 1.8e308); write smaller numbers")
+
+
+_LARGEST = sp.Integer(int(np.finfo(np.float64).max))
+_SMALLEST = sp.Rational(1, 2 ** 1074)
+
+
+def _check_pieces(d: Definition, hyper: dict, where: str) -> None:
+    """A count of pieces (maxout:k) is k(k-1)/2 comparisons (each piece against every later one,
+    the first winning ties): refused before they are built when they alone pass the budget."""
+    if d.count_hyper and isinstance(hyper.get(d.count_hyper), int):
+        k = hyper[d.count_hyper]
+        comparisons = k * (k - 1) // 2
+        if comparisons > budget.limit("branch_conditions"):
+            raise budget.exceeded("branch_conditions", f"{d.key} with {k} pieces", comparisons,
+                                  where)
 
 
 def _bind_init(init, shape):
@@ -102,8 +137,8 @@ def _check_hyper(d: Definition, h: Hyper, value, where: str):
         raise ParameterError(f"{label} is one number, not a list{_where(where)}")
     if h.integer and not isinstance(value, int):
         raise ParameterError(f"{label} must be a whole number, not {format_value(value)}{_where(where)}")
-    if not np.isfinite(value):
-        raise ParameterError(f"{label} must be finite{_where(where)}")
+    if not _finite(value):
+        raise ParameterError(f"{label} must be a finite float64 number{_where(where)}")
     if h.positive and not value > 0:
         raise ParameterError(f"{label} must be above 0, not {format_value(value)}{_where(where)}")
     if h.minimum is not None and value < h.minimum:
@@ -113,6 +148,13 @@ def _check_hyper(d: Definition, h: Hyper, value, where: str):
         raise ParameterError(f"{label} must be at most {format_value(h.maximum)}, not "
                              f"{format_value(value)}{_where(where)}")
     return value
+
+
+def _finite(value) -> bool:
+    try:
+        return bool(np.isfinite(float(value)))
+    except OverflowError:  # an int past float64's range
+        return False
 
 
 def _fixed_param(d: Definition, name: str, value, shape, where: str):
@@ -160,6 +202,11 @@ _ROW_SHOWN = {"mean": lambda a: RowSum(a) / n, "sum": RowSum,
 _FUNCTION_NAMES = sorted([*_ELEMENTARY, *_ROW, "where", "max", "min", "maximum", "minimum", "clip"])
 
 
+def _short(number) -> str:
+    text = str(number)
+    return text if len(text) <= 20 else f"<{len(text)} digits>"
+
+
 def formula(node, u: sp.Expr, where: str = "", display: bool = False) -> sp.Expr:
     """An inline formula's AST as SymPy, with ``z`` bound to ``u`` (the previous term's output).
     Only the names below and registered activations can be called: nothing is evaluated."""
@@ -181,11 +228,22 @@ def formula(node, u: sp.Expr, where: str = "", display: bool = False) -> sp.Expr
         if isinstance(e, BinOp):
             a, b = go(e.left), go(e.right)
             if e.op in _COMPARE:
-                return _indicator(_COMPARE[e.op](a, b))
-            return _ARITHMETIC[e.op](a, b)
+                return bounded(_indicator(_COMPARE[e.op](a, b)))
+            if e.op == "**" and not budget.power_fits(a, b):
+                raise ParameterError(f"the power {_short(a)}**{_short(b)} in a formula is beyond "
+                                     f"float64's range, or too large to compute exactly; write a "
+                                     f"smaller number{_where(where)}")
+            result = _ARITHMETIC[e.op](a, b)
+            return bounded(result) if e.op == "**" else result
         if isinstance(e, Call):
-            return call(e)
+            return bounded(call(e))
         raise ActdslError(f"unexpected formula node {type(e).__name__}")  # pragma: no cover
+
+    def bounded(result):
+        """Powers, comparisons and calls are where branches multiply (a power of a Piecewise
+        folds into one with twice the conditions): each result is measured before it is used."""
+        budget.check_expression(result, "this formula", where)
+        return result
 
     def arity(e, *counts):
         if len(e.args) not in counts or e.kwargs:

@@ -46,6 +46,8 @@ def plot(spec: str, path=None, lo: float = -5.0, hi: float = 5.0, points: int = 
     """Draw g and g' of ``spec``; save to ``path`` (PNG, SVG or PDF by suffix) when given.
     Returns the matplotlib Figure."""
     from .compiler import compile as compile_spec
+    if path is not None:
+        _check_path(path)
     if not hi > lo:
         raise ActdslError(f"plot range must have lo < hi, not [{lo}, {hi}]")
     if not 2 <= int(points) <= 100_000:
@@ -77,6 +79,27 @@ def plot(spec: str, path=None, lo: float = -5.0, hi: float = 5.0, points: int = 
         ax.grid(alpha=0.3)
         ax.set_xlabel("z")
     if path is not None:
-        fig.savefig(path)
-        plt.close(fig)
+        try:
+            fig.savefig(path)
+        except (OSError, ValueError) as e:
+            raise ActdslError(f"cannot write the plot to {str(path)!r}: "
+                              f"{getattr(e, 'strerror', None) or e}") from None
+        finally:
+            plt.close(fig)
     return fig
+
+
+FORMATS = (".png", ".svg", ".pdf")
+
+
+def _check_path(path) -> None:
+    """Refuse a file type matplotlib would not write, or a folder that is not there, before any
+    work is done."""
+    from pathlib import Path
+    p = Path(path)
+    if p.suffix.lower() not in FORMATS:
+        raise ActdslError(f"cannot plot to {str(path)!r}: the file name must end in "
+                          f"{', '.join(FORMATS)} (the suffix chooses the format)")
+    if not p.parent.is_dir():
+        raise ActdslError(f"cannot plot to {str(path)!r}: the folder {str(p.parent)!r} does not "
+                          "exist; create it first")

@@ -81,8 +81,8 @@ class Registry:
     def add(self, definition: Definition, replace: bool = False) -> Definition:
         names = (definition.key, *definition.aliases)
         for name in names:
-            if not KEY_RE.match(name):
-                raise ActdslError(f"{name!r} is not a valid activation key: use lower-case letters, "
+            if not isinstance(name, str) or not KEY_RE.fullmatch(name):
+                raise ActdslError(f"{str(name)[:40]!r} is not a valid activation key: use lower-case letters, "
                                   "digits, '_' and inner '-', with an optional ':variant'")
         with self._lock:
             if not replace:

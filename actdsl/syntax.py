@@ -6,18 +6,22 @@ registry and a Transformer never raises on a well-formed spec.
 from __future__ import annotations
 
 import functools
+import math
+import sys
 
 from lark import Lark, Token, Transformer, v_args, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from lark.exceptions import VisitError
 
 from .ast import BinOp, Call, Formula, Neg, Num, Spec, Term, Var
-from .errors import SpecSyntaxError
+from .errors import SpecSyntaxError, caret_picture
+from . import budget
 
 #: Longest spec accepted; past it parsing would only waste time on input nobody writes by hand.
 MAX_SPEC_LENGTH = 4096
 #: Deepest nesting of brackets accepted (the tree is walked recursively).
 MAX_NESTING = 48
+_LARGEST = int(sys.float_info.max)
 
 
 @functools.cache
@@ -53,11 +57,17 @@ class _ToAst(Transformer):
         return str(name).lower(), value
 
     def number(self, children):
-        text = str(children[0])
+        token = children[0]
+        text = str(token)
         try:
-            return int(text)
+            value = int(text)
         except ValueError:
-            return float(text)
+            value = float(text)
+        if isinstance(value, float) and math.isinf(value) or \
+                isinstance(value, int) and abs(value) > _LARGEST:
+            raise _Misplaced(token, f"the number {text[:30]}{'...' if len(text) > 30 else ''} is "
+                             "beyond float64's range (about 1.8e308); write a smaller number")
+        return value
 
     def vector(self, children):
         return tuple(c for c in children if c is not None)
@@ -162,6 +172,7 @@ def parse(text: str) -> Spec:
                               text, tok.line, tok.column) from None
     except UnexpectedInput as e:  # pragma: no cover - lark's remaining kinds
         raise SpecSyntaxError(str(e).splitlines()[0], text, e.line, e.column) from None
+    _check_depth(tree, text)
     try:
         return _ToAst().transform(tree)
     except VisitError as e:  # lark wraps what a Transformer method raises
@@ -184,6 +195,22 @@ def _check_nesting(text: str) -> None:
                 raise SpecSyntaxError(f"brackets nested deeper than {MAX_NESTING}", text, line, col)
         elif ch in ")]}":
             depth -= 1
+
+
+def _check_depth(tree, text: str) -> None:
+    """Operations chained in a formula nest one level each (z+z+...+z is a tree as deep as it is
+    long); everything after the parser walks the tree recursively, so its depth is bounded here,
+    without recursion."""
+    cap = budget.limit("formula_depth")
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > cap:
+            meta = getattr(node, "meta", None)
+            line, col = (getattr(meta, "line", 1), getattr(meta, "column", 1)) if meta else (1, 1)
+            raise budget.exceeded("formula_depth", "this formula", None,
+                                  caret_picture(text, line, col))
+        stack.extend((c, depth + 1) for c in getattr(node, "children", ()) if hasattr(c, "children"))
 
 
 def _end_position(text: str) -> tuple[int, int]:

@@ -13,6 +13,7 @@ import re
 import tokenize
 
 import sympy as sp
+from sympy.core.function import UndefinedFunction
 from sympy.logic.boolalg import BooleanFalse, BooleanTrue
 
 from ..errors import ActdslError
@@ -134,7 +135,10 @@ class Emitter:
             return self.number(e)
         if isinstance(e, (BooleanTrue, BooleanFalse)):
             return "True" if e else "False"
-        method = getattr(self, "_" + type(e).__name__, None)
+        # by class name only for SymPy's own classes: a user's function named "Add" or "counter"
+        # must not reach _Add or the emitter's _counter
+        own = (type(e).__module__ or "").startswith("sympy.") and not isinstance(type(e), UndefinedFunction)
+        method = getattr(self, "_" + type(e).__name__, None) if own else None
         if method is not None:
             return method(e)
         if isinstance(e, Primitive):
@@ -157,6 +161,8 @@ class Emitter:
         if e in (sp.oo, -sp.oo):
             return "math.inf" if e is sp.oo else "(-math.inf)"
         value = repr(float(e))
+        if value in ("inf", "-inf"):  # an exact number past float64's range
+            return "math.inf" if value == "inf" else "(-math.inf)"
         return f"({value})" if value.startswith("-") else value
 
     def _Add(self, e):
@@ -196,7 +202,7 @@ class Emitter:
             return f"({self.number(sp.S.One)} / {self(b)})"
         if x == 2:
             return self.square(self(b))
-        if x.is_Integer:
+        if x.is_Integer and abs(x) < 2 ** 31:  # larger: a float, as Numba types no such int
             return f"({self(b)} ** {int(x)})"
         return f"({self(b)} ** {self(x)})"
 

@@ -77,6 +77,8 @@ class NumbaEmitter(Emitter):
             value = "math.inf" if e is sp.oo else "-math.inf"
         else:
             value = repr(float(e))
+            if value in ("inf", "-inf"):  # an exact number past float64's range
+                value = "math.inf" if value == "inf" else "-math.inf"
         if value not in self.constants:
             self.constants[value] = f"c{len(self.constants)}"
         return self.constants[value]
@@ -532,6 +534,7 @@ def _rows_vjp(src: Source, plan: Plan, params: list[str]):
 import contextlib  # noqa: E402
 import gc  # noqa: E402
 import threading  # noqa: E402
+import weakref  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -583,7 +586,7 @@ class Runner:
         if not self.flat:
             return None
         if self._ufunc is None:
-            with collector_paused():
+            with collector_paused(), cache.numba_compiling():
                 made = self.module.make_ufunc()
             self._ufunc = getattr(made, "ufunc", made)  # Numba wraps the np.ufunc in a DUFunc
         return self._ufunc
@@ -594,7 +597,7 @@ class Runner:
         if self.flat:
             return None
         if self._gufunc is None:
-            with collector_paused():
+            with collector_paused(), cache.numba_compiling():
                 made = self.module.make_gufunc()
             self._gufunc = getattr(made, "ufunc", made)
         return self._gufunc
@@ -603,7 +606,10 @@ class Runner:
         """parallel.run, the first call per kernel and dtype (the one that compiles) with the
         garbage collector paused."""
         key = (kernel, np.dtype(dtype))
-        with contextlib.nullcontext() if key in self._called else collector_paused():
+        if key in self._called:
+            parallel.run(kernel, args_for_chunk, parts)
+            return
+        with collector_paused(), cache.numba_compiling():
             parallel.run(kernel, args_for_chunk, parts)
         self._called.add(key)
 
@@ -671,4 +677,6 @@ class Runner:
 def build(plan: Plan, key: str):
     source = generate(plan, key)
     module = cache.load(source)
-    return source, Runner(module, plan)
+    runner = Runner(module, plan)
+    weakref.finalize(runner, cache.release, module)  # evicted kernels free their module
+    return source, runner

@@ -20,6 +20,7 @@ functions in place of ``math``'s (which raise on overflow instead of returning i
 from __future__ import annotations
 
 import functools
+import weakref
 
 import numpy as np
 import sympy as sp
@@ -28,7 +29,7 @@ from .emit import TANHSHRINK, Source
 from .numba_cpu import (NumbaEmitter, _vjp_final, _vjp_needed, _vjp_sums, final_terms,
                         lambda_lines)
 from ..derive import Plan
-from ..errors import ActdslError, ArrayTypeError, ParameterError
+from ..errors import ActdslError, ArrayTypeError, BackendUnavailableError, ParameterError
 from ..ir import RowMax, RowShift, RowSum, n, z
 from ..stable import SCALE_BANDS, Primitive
 
@@ -496,8 +497,21 @@ def _cuda():
     try:
         from numba import cuda
     except ImportError as e:  # pragma: no cover - depends on the installation
-        raise ActdslError("the cuda backend needs numba-cuda: pip install 'actdsl[cuda]'") from e
+        raise BackendUnavailableError("the cuda backend needs numba-cuda: "
+                                      "pip install 'actdsl[cuda]'") from None
+    if not _available(cuda):
+        raise BackendUnavailableError(
+            "the cuda backend found no usable CUDA GPU and driver here; use backend='numba' on "
+            "the CPU, or set NUMBA_ENABLE_CUDASIM=1 to run the kernels in Numba's (slow) simulator")
     return cuda
+
+
+@functools.cache
+def _available(cuda) -> bool:
+    try:
+        return bool(cuda.is_available())
+    except Exception:  # a broken driver raises instead of answering
+        return False
 
 
 def _units(a) -> int:
@@ -523,6 +537,7 @@ class Runner:
             from .. import cache
             _cuda()
             mod = self._modules[name] = cache.load(generate(self.plan, self.key, name))
+            weakref.finalize(self, cache.release, mod)
         return mod
 
     def kernel_shape(self, shape: tuple) -> tuple:
@@ -668,7 +683,9 @@ def _launch(dispatcher, grid: tuple, stream, *args):
     falls back to Numba's launch if anything differs."""
     overloads = getattr(dispatcher, "overloads", None)
     if overloads is None or len(overloads) != 1:
-        dispatcher[grid[0], grid[1], stream](*_numba_args(args))
+        from .. import cache
+        with cache.numba_compiling():  # Numba reads (checked) and writes (sealed) its cache files
+            dispatcher[grid[0], grid[1], stream](*_numba_args(args))
         return
     kernel = next(iter(overloads.values()))
     state = getattr(kernel, "_actdsl_direct", None)

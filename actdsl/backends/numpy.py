@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import linecache
 import math
+import weakref
 
 import numpy as np
 import sympy as sp
@@ -221,4 +222,13 @@ def load(source: str, key: str, xp=np, runtime=None, tag: str = "numpy") -> dict
 def build(plan: Plan, key: str) -> tuple[str, Runner]:
     """Generate, compile and load the module; returns its source and a runner."""
     source = generate(plan)
-    return source, Runner(load(source, key))
+    runner = Runner(load(source, key))
+    # the source stays in linecache (for tracebacks) only while a kernel uses it
+    weakref.finalize(runner, forget_source, f"<actdsl-numpy-{key}>", source)
+    return source, runner
+
+
+def forget_source(filename: str, source: str) -> None:
+    entry = linecache.cache.get(filename)
+    if entry is not None and entry[2] == source.splitlines(True):
+        del linecache.cache[filename]

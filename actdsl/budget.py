@@ -1,0 +1,230 @@
+"""Compile budgets: every stage of a compile is bounded, so a spec from someone else's
+configuration file cannot make a process compile for minutes or exhaust its memory.
+
+Each budget is a size measured before the next (costlier) stage runs; past it, the compile stops
+with :class:`BudgetError`, which names the budget and how to raise it. Sizes count the nodes of an
+expression *as a tree* (a subexpression used twice counts twice: that is what SymPy's
+differentiation and the printers walk), computed over the shared graph, so measuring is linear
+even where the tree is exponentially large.
+
+Raise a budget for one process with ``actdsl.budget.set(expression_nodes=400_000)``, or for every
+process with the environment variable ``ACTDSL_BUDGET_EXPRESSION_NODES=400000``.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import math
+import os
+import threading
+
+import sympy as sp
+
+from .errors import BudgetError
+
+#: name -> (default, what it bounds). The defaults leave every built-in, and compositions of a
+#: few terms, far inside; see docs/security.md for the figures behind them.
+DEFAULTS = {
+    "formula_depth": (100, "nesting of operations in one inline formula"),
+    "terms": (64, "terms composed in one spec"),
+    "expression_nodes": (20_000, "size of the lowered expression (tree nodes)"),
+    "derivative_nodes": (200_000, "size of all derivatives together (tree nodes)"),
+    "source_chars": (2_000_000, "characters of generated source"),
+    "expression_depth": (200, "nesting depth of the lowered expression"),
+    "compile_seconds": (30, "seconds of symbolic work (lowering, derivatives, code generation) "
+                            "for one compile"),
+    "branch_conditions": (64, "comparisons in the conditions of branches (tree count): "
+                              "SymPy's cost grows steeply with them"),
+}
+
+_overrides: dict[str, int] = {}
+
+
+def limit(name: str) -> int:
+    """The budget ``name`` in force: set() first, then ACTDSL_BUDGET_<NAME>, then the default."""
+    if name in _overrides:
+        return _overrides[name]
+    env = os.environ.get(f"ACTDSL_BUDGET_{name.upper()}")
+    if env:
+        try:
+            value = int(env)
+        except ValueError:
+            raise BudgetError(f"ACTDSL_BUDGET_{name.upper()}={env!r} is not a whole number",
+                              name) from None
+        if value > 0:
+            return value
+    return DEFAULTS[name][0]
+
+
+def set(**limits: int) -> None:  # noqa: A001 - actdsl.budget.set reads well
+    """Change budgets for this process (``None`` restores the default)."""
+    for name, value in limits.items():
+        if name not in DEFAULTS:
+            raise BudgetError(f"no budget named {name!r}; the budgets are "
+                              f"{', '.join(DEFAULTS)}", name)
+        if value is None:
+            _overrides.pop(name, None)
+        elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise BudgetError(f"budget {name} must be a positive whole number, not {value!r}", name)
+        else:
+            _overrides[name] = value
+
+
+def exceeded(name: str, what: str, size=None, where: str = "") -> BudgetError:
+    cap = limit(name)
+    shown = f"more than {cap:,}" if size is None else f"{size:,}"
+    return BudgetError(
+        f"{what} goes over the compile budget {name} = {cap:,} ({DEFAULTS[name][1]}: "
+        f"{shown}); simplify the spec, or raise the budget with "
+        f"actdsl.budget.set({name}={2 * cap}) or ACTDSL_BUDGET_{name.upper()}={2 * cap}"
+        + (f"\n{where}" if where else ""), name)
+
+
+def tree_size(exprs, cap: int) -> int | None:
+    """Nodes of ``exprs`` counted as trees, or None once the count passes ``cap`` (linear in the
+    number of distinct subexpressions)."""
+    sizes: dict = {}
+    total = 0
+    for root in exprs:
+        stack = [(root, False)]
+        while stack:
+            e, done = stack.pop()
+            if e in sizes:
+                continue
+            args = e.args if isinstance(e, sp.Basic) else ()
+            if done or not args:
+                s = 1 + sum(sizes[a] for a in args)
+                sizes[e] = min(s, cap + 1)
+                continue
+            stack.append((e, True))
+            stack.extend((a, False) for a in args if a not in sizes)
+        total += sizes[root]
+        if total > cap:
+            return None
+    return total
+
+
+def tree_depth(expr, cap: int) -> int | None:
+    """Nesting depth of ``expr``, or None once it passes ``cap`` (no recursion)."""
+    depth: dict = {}
+    stack = [(expr, False)]
+    while stack:
+        e, done = stack.pop()
+        if e in depth:
+            continue
+        args = e.args if isinstance(e, sp.Basic) else ()
+        if done or not args:
+            d = 1 + max((depth[a] for a in args), default=0)
+            if d > cap:
+                return None
+            depth[e] = d
+            continue
+        stack.append((e, True))
+        stack.extend((a, False) for a in args if a not in depth)
+    return depth[expr]
+
+
+def check_expression(expr, what: str = "the lowered expression", where: str = "") -> None:
+    """Raise BudgetError when ``expr`` is over the size, depth or branch-condition budget."""
+    if tree_depth(expr, limit("expression_depth")) is None:
+        raise exceeded("expression_depth", what, None, where)
+    if tree_size([expr], limit("expression_nodes")) is None:
+        raise exceeded("expression_nodes", what, None, where)
+    if _conditions(expr, limit("branch_conditions")) is None:
+        raise exceeded("branch_conditions", what, None, where)
+
+
+def _conditions(expr, cap: int) -> int | None:
+    """Relations inside ``expr`` counted as a tree, or None past ``cap``."""
+    count: dict = {}
+    stack = [(expr, False)]
+    while stack:
+        e, done = stack.pop()
+        if e in count:
+            continue
+        args = e.args if isinstance(e, sp.Basic) else ()
+        if done or not args:
+            c = int(isinstance(e, sp.core.relational.Relational)) + sum(count[a] for a in args)
+            count[e] = min(c, cap + 1)
+            continue
+        stack.append((e, True))
+        stack.extend((a, False) for a in args if a not in count)
+    return count[expr] if count[expr] <= cap else None
+
+
+def check_derivatives(exprs, so_far: int = 0) -> int:
+    """Running total of derivative nodes; raises past the budget."""
+    cap = limit("derivative_nodes")
+    size = tree_size(list(exprs), cap - so_far)
+    if size is None:
+        raise exceeded("derivative_nodes", "the derivatives")
+    return so_far + size
+
+
+def check_source(source: str) -> None:
+    if len(source) > limit("source_chars"):
+        raise exceeded("source_chars", "the generated source", len(source))
+
+
+class CompileTimeout(BudgetError):
+    """Raised into a compiling thread whose symbolic work ran past ``compile_seconds``."""
+
+    def __init__(self, *args):
+        if not args:  # raised asynchronously: the class alone is delivered
+            err = exceeded("compile_seconds", "this spec's compile", None)
+            args = (str(err),)
+        super().__init__(*args, "compile_seconds")
+
+
+@contextlib.contextmanager
+def deadline():
+    """Bound the symbolic work inside by ``compile_seconds``: past it, a watchdog raises
+    :class:`CompileTimeout` in this thread, at its next Python instruction (SymPy's work is
+    Python; a stretch in C finishes first). The backstop behind the size budgets, for whatever
+    SymPy finds slow that they do not measure."""
+    seconds = limit("compile_seconds")
+    thread = threading.get_ident()
+    state = {"active": True}
+    lock = threading.Lock()
+
+    def fire():
+        with lock:
+            if state["active"]:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread),
+                                                           ctypes.py_object(CompileTimeout))
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        with lock:
+            state["active"] = False
+            timer.cancel()
+            # an exception fired but not yet raised must not escape after the compile
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread), None)
+
+
+#: |log2| of the largest and smallest positive float64 (normal or not), with room
+FLOAT_BITS = 1080
+
+
+def power_fits(base: sp.Expr, exponent: sp.Expr) -> bool:
+    """Whether base**exponent, both exact numbers, is cheap to compute exactly and within
+    float64's range; 0, 1 and -1 as base always fit (SymPy's exact powers take time and memory in
+    proportion to the digits of the result: 9**9**9 has 370 million)."""
+    if not (base.is_Rational and exponent.is_Rational):
+        return True
+    b = abs(base)
+    if b in (0, 1):
+        return True
+    if abs(exponent.p) > 2 ** 40:
+        return False
+    e = abs(exponent.p) / exponent.q
+    digits = b.p.bit_length() + b.q.bit_length()
+    return e * abs(_log2(b.p) - _log2(b.q)) <= FLOAT_BITS and e * digits <= 2 ** 20
+
+
+def _log2(k: int) -> float:
+    return float(k.bit_length()) if k > 2 ** 60 else math.log2(k)
