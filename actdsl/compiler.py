@@ -118,8 +118,8 @@ class Kernel:
         self.rowwise = self.plan.rowwise
         module = _backend_module(backend)
         self.source, self._runner = module.build(self.plan, _safe_key(self.text))
-        # the Numba backend's path for small arrays without parameters (None: every call goes
-        # through the checks below)
+        # the Numba backend's path for small arrays (None: every call goes through the checks
+        # below)
         self._fast_forward = getattr(self._runner, "fast_forward", None)
         self._fast_vjp = getattr(self._runner, "fast_vjp", None)
         self._columns_on_device: OrderedDict = OrderedDict()  # cuda: parameters on the device
@@ -172,9 +172,8 @@ class Kernel:
         return self._runner.gufunc
 
     def __call__(self, x, axis: int = -1, out=None, stream=None, **params):
-        if self._fast_forward is not None and type(x) is np.ndarray and not params \
-                and stream is None:
-            y = self._fast_forward(x, axis, out)
+        if self._fast_forward is not None and type(x) is np.ndarray and stream is None:
+            y = self._fast_forward(x, axis, out, params, self.params)
             if y is not None:
                 return y
         done = self._elsewhere("forward", x, axis, out, stream, params)
@@ -216,9 +215,9 @@ class Kernel:
             **params):
         """dL/dx given dL/dy (and, ``with_params``, dL/dθ for every learnable parameter).
         ``out`` receives dL/dx (same shape and dtype as x's result)."""
-        if self._fast_vjp is not None and type(x) is np.ndarray and not params \
-                and not with_params and stream is None:
-            dx = self._fast_vjp(x, dy, axis, out)
+        if self._fast_vjp is not None and type(x) is np.ndarray and not with_params \
+                and stream is None:
+            dx = self._fast_vjp(x, dy, axis, out, params, self.params)
             if dx is not None:
                 return dx
         done = self._elsewhere("vjp", x, axis, out, stream, params, dy, with_params)

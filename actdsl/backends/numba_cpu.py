@@ -564,8 +564,6 @@ class Runner:
         if not self.flat:
             self.forward_slots = len(forward_storage(plan))
             self.vjp_slots = len(vjp_storage(plan))
-        if plan.params:  # parameters go through the frontend's checks every call
-            self.fast_forward = self.fast_vjp = None
         self._forward_kernel = module.forward_flat if self.flat else module.forward_rows
         self._vjp_kernel = module.vjp_flat if self.flat else module.vjp_rows
 
@@ -591,7 +589,7 @@ class Runner:
             self._gufunc = getattr(made, "ufunc", made)
         return self._gufunc
 
-    # -- the fast path: small arrays, no parameters --------------------------------------------
+    # -- the fast path: small arrays -------------------------------------------------------------
     def _fast_ok(self, x: np.ndarray, axis, kernel) -> bool:
         """Whether ``kernel`` can run on ``x`` as it is, on this thread: already compiled for its
         dtype (the first call compiles on the general path), C-contiguous, one chunk's worth of
@@ -614,37 +612,57 @@ class Runner:
             return out
         return None
 
-    def fast_forward(self, x: np.ndarray, axis, out):
-        """The forward of a small float array (no parameters), or None where the general path
-        must decide. A (32, 128) float32 call spent most of its time in per-call work (checks,
-        chunking, closures, the thread pool's bookkeeping), not in the kernel."""
+    @staticmethod
+    def _fast_columns(x: np.ndarray, params: dict, specs) -> list | None:
+        """The kernels' parameter columns where every parameter is an array of x's dtype and
+        full shape ``(units, *shape)``; None otherwise (the general path checks, converts and
+        broadcasts, and names what is wrong)."""
+        if len(params) != len(specs):
+            return None
+        units, cols = x.shape[-1], []
+        for p in specs:
+            v = params.get(p.name)
+            if type(v) is not np.ndarray or v.dtype != x.dtype or v.shape != (units, *p.shape):
+                return None
+            cols += [v[:, i] for i in range(p.shape[0])] if p.shape else [v]
+        return [np.ascontiguousarray(c) for c in cols]
+
+    def fast_forward(self, x: np.ndarray, axis, out, params: dict, specs):
+        """The forward of a small float array, or None where the general path must decide.
+        ``specs``: the kernel's parameters (``Kernel.params``), ``params`` the values given.
+        A (32, 128) float32 call spent most of its time in per-call work (checks, chunking,
+        closures, the thread pool's bookkeeping), not in the kernel."""
         kernel = self._forward_kernel
         if not self._fast_ok(x, axis, kernel):
             return None
-        y = self._fast_out(x, out)
+        cols = self._fast_columns(x, params, specs) if specs or params else []
+        y = None if cols is None else self._fast_out(x, out)
         if y is None:
             return None
         if self.flat:
             kernel(x.reshape(-1), y.reshape(-1))
         else:
             n = x.shape[-1]
-            kernel(x.reshape(-1, n), y.reshape(-1, n), np.empty((self.forward_slots, n), x.dtype))
+            kernel(x.reshape(-1, n), y.reshape(-1, n), *cols,
+                   np.empty((self.forward_slots, n), x.dtype))
         return y
 
-    def fast_vjp(self, x: np.ndarray, g, axis, out):
-        """dL/dx for small float arrays x and g of one shape and dtype (no parameters), or None."""
+    def fast_vjp(self, x: np.ndarray, g, axis, out, params: dict, specs):
+        """dL/dx for small float arrays x and g of one shape and dtype, or None."""
         kernel = self._vjp_kernel
         if type(g) is not np.ndarray or g.shape != x.shape or g.dtype != x.dtype \
                 or not g.flags.c_contiguous or not self._fast_ok(x, axis, kernel):
             return None
-        dx = self._fast_out(x, out)
+        cols = self._fast_columns(x, params, specs) if specs or params else []
+        dx = None if cols is None else self._fast_out(x, out)
         if dx is None:
             return None
         if self.flat:
             kernel(x.reshape(-1), g.reshape(-1), dx.reshape(-1))
         else:
             n = x.shape[-1]
-            kernel(x.reshape(-1, n), g.reshape(-1, n), dx.reshape(-1, n),
+            acc = [np.zeros(n) for _ in cols]  # parameter gradients, not asked for here
+            kernel(x.reshape(-1, n), g.reshape(-1, n), dx.reshape(-1, n), *acc, *cols,
                    np.empty((self.vjp_slots, n), x.dtype))
         return dx
 
