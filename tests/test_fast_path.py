@@ -64,6 +64,9 @@ def test_parameters_the_fast_path_leaves_to_the_general_one(rng):
     for other in [{"r": np.float32(0.25)}, {"r": r.astype(np.float64)}, {"r": [0.25] * 6},
                   {"r": np.full((1, 6), 0.25, np.float32)}, {}, {"r": r, "q": r}]:
         assert run.fast_forward(x, -1, None, other, k.params) is None
+    for scalar in (np.float32(1.5), np.float32(-1.5)):  # one unit: the general path's case
+        assert run.fast_forward(np.asarray(scalar), -1, None, {"r": r[:1]}, k.params) is None
+        assert k(np.asarray(scalar), r=r[:1]) == ref(scalar, r=r[:1])
     assert_agree(k(x, r=0.25), ref(x, r=0.25), np.float32, False, "scalar r")
     assert_agree(k(x, r=r[::-1].copy()[::-1]), ref(x, r=r), np.float32, False, "strided r")
     with pytest.raises(ParameterError, match="needs parameter 'r'"):
@@ -90,6 +93,9 @@ def test_what_the_fast_path_leaves_to_the_general_one(spec, rng):
     assert run.fast_vjp(x, x.astype(np.float64), -1, None, {}, ()) is None
     assert run.fast_forward(x, -1, np.empty((6, 10), np.float64), {}, ()) is None
     if k.rowwise:
+        assert run.fast_forward(np.asarray(x[0, 0]), -1, None, {}, ()) is None
+        with pytest.raises(ParameterError, match="row-wise"):
+            k(x[0, 0])
         assert run.fast_forward(x, 0, None, {}, ()) is None
         assert run.fast_forward(x, True, None, {}, ()) is None
         assert run.fast_forward(x[:0], -1, None, {}, ()) is None

@@ -593,13 +593,13 @@ class Runner:
     def _fast_ok(self, x: np.ndarray, axis, kernel) -> bool:
         """Whether ``kernel`` can run on ``x`` as it is, on this thread: already compiled for its
         dtype (the first call compiles on the general path), C-contiguous, one chunk's worth of
-        elements, and for rows a non-empty array with the row axis last."""
+        elements, and for rows (or units) a non-empty array of one axis or more, that axis last."""
         if x.size >= parallel.MIN_PARALLEL or not x.flags.c_contiguous \
                 or (kernel, x.dtype) not in self._called:
             return False
         if self.flat:
             return True
-        return x.size > 0 and type(axis) is int and (axis == -1 or axis == x.ndim - 1)
+        return x.ndim > 0 and x.size > 0 and type(axis) is int and (axis == -1 or axis == x.ndim - 1)
 
     @staticmethod
     def _fast_out(x: np.ndarray, out):
