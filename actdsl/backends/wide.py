@@ -18,6 +18,7 @@ linked in and compiled again by this target's code generator. ``NUMBA_CPU_NAME``
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 
@@ -36,8 +37,10 @@ def widen(features: str) -> str:
     return ",".join(flags)
 
 
+@functools.cache
 def host() -> tuple[str, str]:
-    """The CPU name and LLVM feature string actdsl compiles for on this machine."""
+    """The CPU name and LLVM feature string actdsl compiles for on this machine (read once, as
+    Numba reads its own)."""
     from numba.core import codegen, config
     name = config.CPU_NAME or codegen.ll.get_host_cpu_name()
     features = config.CPU_FEATURES if config.CPU_FEATURES is not None else \
