@@ -149,6 +149,10 @@ class Kernel:
         module = _backend_module(backend)
         self.source, self._runner = module.build(self.plan, _safe_key(self.text))
         budget.check_source(self.source)
+        # the Numba backend's path for small arrays (None: every call goes through the checks
+        # below)
+        self._fast_forward = getattr(self._runner, "fast_forward", None)
+        self._fast_vjp = getattr(self._runner, "fast_vjp", None)
         self._columns_on_device: OrderedDict = OrderedDict()  # cuda: parameters on the device
 
     def __repr__(self) -> str:
@@ -199,6 +203,11 @@ class Kernel:
         return self._runner.gufunc
 
     def __call__(self, x, axis: int = -1, out=None, stream=None, **params):
+        if self._fast_forward is not None and type(x) is np.ndarray and stream is None \
+                and _fast_out_ok(out, x):
+            y = self._fast_forward(x, axis, out, params, self.params)
+            if y is not None:
+                return y
         done = self._elsewhere("forward", x, axis, out, stream, params)
         if done is not None:
             return done
@@ -238,6 +247,11 @@ class Kernel:
             **params):
         """dL/dx given dL/dy (and, ``with_params``, dL/dθ for every learnable parameter).
         ``out`` receives dL/dx (same shape and dtype as x's result)."""
+        if self._fast_vjp is not None and type(x) is np.ndarray and not with_params \
+                and stream is None and type(dy) is np.ndarray and _fast_out_ok(out, x, dy):
+            dx = self._fast_vjp(x, dy, axis, out, params, self.params)
+            if dx is not None:
+                return dx
         done = self._elsewhere("vjp", x, axis, out, stream, params, dy, with_params)
         if done is not None:
             return done
@@ -449,6 +463,14 @@ class Kernel:
             if a.ndim == 0:
                 y = y.reshape(())
         return _cast(y, self._out_dtype(a))
+
+
+def _fast_out_ok(out, x: np.ndarray, *inputs) -> bool:
+    """Whether the small-array path may write into ``out``: none given, or one of x's shape that
+    is the inputs themselves or apart from them (a partial overlap goes the general way)."""
+    return out is None or (type(out) is np.ndarray and out.shape == x.shape
+                           and all(a.shape == x.shape for a in inputs)
+                           and not _overlaps(out, x, *inputs))
 
 
 def _overlaps(out: np.ndarray, *inputs: np.ndarray) -> bool:

@@ -1,15 +1,21 @@
 """actdsl benchmark: forward and VJP of the seed keys and a few compositions, next to memcpy and
-every peer that is installed, all measured in one run; plus compile and load times.
+every peer that is installed, all measured in one run; per-call time on a small array; compile and
+load times.
 
     python benchmarks/bench.py                      # 4096x4096 float32, all specs, table + JSON
     python benchmarks/bench.py --dtype float64 --size 2048 --specs relu tanh+norm:z
     python benchmarks/bench.py --compile-only       # cold compile / warm load per spec
 
-Times are medians of ``--repeat`` rounds after one warm-up; in each round every implementation
-(and memcpy) runs once, in turn, so that a shared machine's drifting load falls on all alike. actdsl writes into a preallocated
-``out=`` (its API offers it; peers allocate their results, which costs page faults here). GB/s counts the bytes an ideal
-kernel moves (forward: read x, write y; VJP: read x and dy, write dx). "x copy" divides by
-the time np.copyto takes to move the same number of bytes (measured in this run).
+Like is timed against like: a call that allocates its result ("new": ``k(x)``, NumPy, PyTorch
+eager, JAX jit, numexpr, SymPy lambdify) against the others that do, a call writing into a
+preallocated array ("out=": ``k(x, out=y)``) against the peers that offer that (``np.tanh(x,
+out=)``, ``torch.tanh(x, out=)``, ``numexpr.evaluate(..., out=)``). Times are medians of
+``--repeat`` rounds after one warm-up; in each round every call (and memcpy, and ``x.copy()``) runs
+once, in turn, so that a shared machine's drifting load falls on all alike. "x copy" divides by the
+time np.copyto takes to move the same bytes; "new/(out= + copy's allocation)" is the allocating
+forward over the out= forward plus what ``x.copy()`` pays over ``np.copyto`` (page faults: the cost
+of a fresh result). The output starts with the CPU model, its vector extensions, the vector
+width actdsl compiles for, the threads and the library versions: a figure is a claim about them.
 """
 from __future__ import annotations
 
@@ -69,15 +75,20 @@ def interleaved_ms(fns: dict, repeat: int) -> dict:
 
 
 def load_peers(specs, dtype):
+    """Allocating peers (every spec they can express) and the ``out=`` ones (where they offer it)."""
     table = {"numpy": peers.NUMPY}
-    for name, make in [("torch", peers.torch_table), ("jax", lambda: peers.jax_table(dtype)),
-                       ("numexpr", peers.numexpr_table)]:
+    out_table = {"numpy": peers.numpy_out_table()}
+    for name, make, make_out in [("torch", peers.torch_table, peers.torch_out_table),
+                                 ("jax", lambda: peers.jax_table(dtype), None),
+                                 ("numexpr", peers.numexpr_table, peers.numexpr_out_table)]:
         try:
             table[name] = make()
+            if make_out is not None:
+                out_table[name] = make_out()
         except ImportError:
             print(f"({name} not installed: skipped)", file=sys.stderr)
     table["lambdify"] = peers.lambdify_table(specs)
-    return table
+    return table, out_table
 
 
 def convert_params(name, p, dtype):
@@ -107,69 +118,190 @@ def convert_array(name, a):
     return a
 
 
+def machine() -> dict:
+    """What the figures are a claim about: CPU model, vector extensions, what actdsl compiles
+    for, threads, library versions."""
+    from actdsl import parallel
+    from actdsl.backends import wide
+    model, flags = platform.processor() or platform.machine(), []
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        model = next(line.split(":", 1)[1].strip() for line in info.splitlines()
+                     if line.startswith("model name"))
+        flags = next(line.split(":", 1)[1].split() for line in info.splitlines()
+                     if line.startswith("flags"))
+    except (OSError, StopIteration):
+        pass
+    vector = [f for f in flags if f in ("sse4_2", "avx", "avx2", "fma") or f.startswith("avx512")]
+    cpu, features = wide.host()
+    width = 512 if "+avx512f" in features.split(",") else 256 if "+avx" in features.split(",") else 128
+    versions = {"python": platform.python_version(), "actdsl": actdsl.__version__}
+    for lib in ("numpy", "numba", "llvmlite", "torch", "jax", "numexpr", "sympy"):
+        try:
+            versions[lib] = __import__(lib).__version__
+        except ImportError:
+            pass
+    threads = {"actdsl": parallel.threads(), "cpus": os.cpu_count()}
+    try:
+        import torch
+        threads["torch"] = torch.get_num_threads()
+    except ImportError:
+        pass
+    return dict(cpu_model=model, vector_extensions=vector, llvm_cpu=cpu, actdsl_vector_bits=width,
+                threads=threads, versions=versions)
+
+
+def print_machine(m: dict):
+    print(f"# CPU: {m['cpu_model']}; vector extensions: {' '.join(m['vector_extensions']) or 'none'}")
+    print(f"# actdsl compiles for LLVM CPU {m['llvm_cpu']!r}, {m['actdsl_vector_bits']}-bit vectors; "
+          f"threads: " + ", ".join(f"{k} {v}" for k, v in m["threads"].items())
+          + " (NumPy's ufuncs: 1)")
+    print("# " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))
+
+
+def _checked(name, spec, dtype, calls: dict):
+    """``calls`` (label -> zero-argument callable) run once each; None (and a line saying why)
+    if one fails or returns another precision than ``dtype``."""
+    for label, c in calls.items():
+        try:
+            r = c()
+        except Exception as e:  # a peer that cannot run this spec on this machine is left out
+            print(f"{spec:<16} {name:<10} {label} failed: {type(e).__name__}: {e}"[:120])
+            return None
+        if r is not None and as_numpy(r).dtype != dtype:
+            print(f"{spec:<16} {name:<10} left out: it returns {as_numpy(r).dtype}, not {dtype}")
+            return None
+    return calls
+
+
+def spec_calls(spec, name, impl, out_impl, x, g, p, dtype) -> dict:
+    """(name, mode, op) -> callable: mode "new" (allocates its result) or "out" (writes into a
+    preallocated array), op "f" (forward) or "b" (VJP)."""
+    xa, ga, pa = convert_array(name, x), convert_array(name, g), convert_params(name, p, dtype)
+    calls = {}
+    if impl is not None:
+        f, b = impl
+        calls[(name, "new", "f")] = lambda: f(xa, pa)
+        calls[(name, "new", "b")] = lambda: b(xa, ga, pa)
+    if out_impl is not None:
+        fo, bo = out_impl
+        oa = convert_array(name, np.empty_like(x))
+        calls[(name, "out", "f")] = lambda: fo(xa, pa, oa)
+        if bo is not None:
+            calls[(name, "out", "b")] = lambda: bo(xa, ga, pa, oa)
+    return _checked(name, spec, dtype, calls) or {}
+
+
+MODES = [("new", "f"), ("out", "f"), ("new", "b"), ("out", "b")]
+
+
 def run_speed(args) -> list[dict]:
     dtype = np.dtype(args.dtype)
     rng = np.random.default_rng(0)
     x = (rng.normal(size=(args.size, args.size)) * 2).astype(dtype)
     g = rng.normal(size=x.shape).astype(dtype)
     out = np.empty_like(x)
-    copy_ms = median_ms(lambda: np.copyto(out, x), args.repeat)
-    nbytes = x.nbytes
-    table = load_peers(args.specs, dtype)
+    table, out_table = load_peers(args.specs, dtype)
     rows = []
-    print(f"# {args.size}x{args.size} {dtype}, median of {args.repeat}; memcpy (np.copyto) "
-          f"{copy_ms:.2f} ms = {2 * nbytes / copy_ms / 1e6:.1f} GB/s\n")
-    header = f"{'spec':<16} {'impl':<10} {'fwd ms':>8} {'GB/s':>6} {'x copy':>6}   " \
-             f"{'vjp ms':>8} {'GB/s':>6} {'x copy':>6}"
+    print(f"# {args.size}x{args.size} {dtype}, medians of {args.repeat} interleaved rounds. "
+          "'new': the call allocates its result; 'out=': it writes into a preallocated array "
+          "(only peers that offer that). 'x copy' = time / np.copyto's time for the same bytes.\n")
+    header = (f"{'spec':<16} {'impl':<9} {'fwd new':>8} {'fwd out=':>8} {'x copy':>6}   "
+              f"{'vjp new':>8} {'vjp out=':>8}")
     print(header)
     print("-" * len(header))
     for spec in args.specs:
         kernel = actdsl.compile(spec, backend="numba")
         p = {k: v.astype(dtype) for k, v in kernel.init_params(args.size, rng=1).items()}
-        impls = {"actdsl": (lambda x_, p_: kernel(x_, out=out, **p_),
-                            lambda x_, g_, p_: kernel.vjp(x_, g_, out=out, **p_))}
-        for name, t in table.items():
-            if spec in t:
-                impls[name] = t[spec]
-        calls = {}
-        for name, (f, b) in impls.items():
-            xa, ga, pa = convert_array(name, x), convert_array(name, g), convert_params(name, p, dtype)
-            try:  # a peer that cannot run this spec on this machine is left out
-                got = [as_numpy(f(xa, pa)), as_numpy(b(xa, ga, pa))]
-            except Exception as e:
-                print(f"{spec:<16} {name:<10} failed: {type(e).__name__}: {e}"[:120])
+        calls = {("actdsl", "new", "f"): lambda: kernel(x, **p),
+                 ("actdsl", "out", "f"): lambda: kernel(x, out=out, **p),
+                 ("actdsl", "new", "b"): lambda: kernel.vjp(x, g, **p),
+                 ("actdsl", "out", "b"): lambda: kernel.vjp(x, g, out=out, **p)}
+        names = ["actdsl"]
+        for name in dict.fromkeys([*table, *out_table]):
+            impl = table.get(name, {}).get(spec)
+            out_impl = out_table.get(name, {}).get(spec)
+            if impl is None and out_impl is None:
                 continue
-            wrong = [r.dtype for r in got if r.dtype != dtype]
-            if wrong:  # a peer computing in another precision is not measured against this one
-                print(f"{spec:<16} {name:<10} left out: it returns {wrong[0]}, not {dtype}")
-                continue
-            calls[(name, "f")] = lambda f=f, xa=xa, pa=pa: f(xa, pa)
-            calls[(name, "b")] = lambda b=b, xa=xa, ga=ga, pa=pa: b(xa, ga, pa)
-        calls[("memcpy", "f")] = lambda: np.copyto(out, x)
+            got = spec_calls(spec, name, impl, out_impl, x, g, p, dtype)
+            if got:
+                calls.update(got)
+                names.append(name)
+        calls[("memcpy", "out", "f")] = lambda: np.copyto(out, x)
+        calls[("x.copy()", "new", "f")] = lambda: x.copy()
         timed = interleaved_ms(calls, args.repeat)
-        copy_ms = timed[("memcpy", "f")]  # this spec's rounds: the same load as its contenders
+        copy_ms = timed[("memcpy", "out", "f")]  # this spec's rounds: the same load as the rest
+        copy_new_ms = timed[("x.copy()", "new", "f")]
         results = {}
-        for name in impls:
-            if (name, "f") not in timed:
-                continue
-            fwd, bwd = timed[(name, "f")], timed[(name, "b")]
-            results[name] = (fwd, bwd)
+        for name in names:
+            t = {m: timed.get((name, *m)) for m in MODES}
+            results[name] = t
             row = dict(spec=spec, impl=name, dtype=str(dtype), size=args.size, memcpy_ms=copy_ms,
-                       forward_ms=fwd, forward_gbs=2 * nbytes / fwd / 1e6,
-                       forward_x_copy=fwd / copy_ms, vjp_ms=bwd,
-                       vjp_gbs=3 * nbytes / bwd / 1e6, vjp_x_copy=bwd / (1.5 * copy_ms))
+                       copy_new_ms=copy_new_ms, **{f"{'forward' if o == 'f' else 'vjp'}_{m}_ms": v
+                                                   for (m, o), v in t.items()})
             rows.append(row)
-            print(f"{spec:<16} {name:<10} {fwd:8.2f} {row['forward_gbs']:6.1f} "
-                  f"{row['forward_x_copy']:6.2f}   {bwd:8.2f} {row['vjp_gbs']:6.1f} "
-                  f"{row['vjp_x_copy']:6.2f}")
-        others = {k: v for k, v in results.items() if k != "actdsl"}
-        if others and "actdsl" in results:
-            best_f = min(others, key=lambda k: others[k][0])
-            best_b = min(others, key=lambda k: others[k][1])
-            ours = results["actdsl"]
-            print(f"{'':<16} {'':<10} fastest peer: fwd {best_f} {ours[0] / others[best_f][0]:.2f}x,"
-                  f" vjp {best_b} {ours[1] / others[best_b][1]:.2f}x (actdsl time / peer time)")
-    return [dict(memcpy_ms=copy_ms)] + rows
+            cells = [f"{v:8.2f}" if v is not None else f"{'':>8}" for v in t.values()]
+            ratio = f"{t[('out', 'f')] / copy_ms:6.2f}" if t[("out", "f")] else f"{'':>6}"
+            print(f"{spec:<16} {name:<9} {cells[0]} {cells[1]} {ratio}   {cells[2]} {cells[3]}")
+        print(summary(spec, results, copy_ms, copy_new_ms))
+    return rows
+
+
+def summary(spec, results, copy_ms, copy_new_ms) -> str:
+    """actdsl against the fastest peer doing the same (time ratios: < 1 is faster), and the
+    allocating forward against out= plus what x.copy() pays over np.copyto."""
+    ours = results["actdsl"]
+    parts = []
+    for mode, op in MODES:
+        peers_ = {k: v[(mode, op)] for k, v in results.items() if k != "actdsl" and v[(mode, op)]}
+        if peers_:
+            best = min(peers_, key=peers_.get)
+            parts.append(f"{'fwd' if op == 'f' else 'vjp'} {'new' if mode == 'new' else 'out='} "
+                         f"{ours[(mode, op)] / peers_[best]:.2f}x {best}")
+    alloc = ours[("new", "f")] / (ours[("out", "f")] + copy_new_ms - copy_ms)
+    return (f"{'':<16} vs fastest peer: " + "; ".join(parts) + f"\n{'':<16} new/(out= + copy's "
+            f"allocation {copy_new_ms - copy_ms:.1f} ms): {alloc:.2f}")
+
+
+SMALL_SPECS = ["tanh", "relu", "sigmoid", "softplus", "softmax", "tanh+norm:z"]
+
+
+def per_call_us(fn, number: int = 2000, repeat: int = 5) -> float:
+    """Fastest of ``repeat`` batches of ``number`` calls, µs per call: per-call overhead, where
+    the machine's load only ever adds."""
+    import timeit
+    fn()
+    return min(timeit.repeat(fn, number=number, repeat=repeat)) / number * 1e6
+
+
+def run_small(args) -> dict:
+    """Per-call time on a small array (--small, default 32x128), the frontend's overhead."""
+    rows, units = (int(v) for v in args.small.split("x"))
+    dtype = np.dtype(args.dtype)
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(rows, units)) * 2).astype(dtype)
+    g = rng.normal(size=x.shape).astype(dtype)
+    out = np.empty_like(x)
+    table, _ = load_peers([], dtype)
+    base = per_call_us(lambda: np.negative(x))
+    print(f"\n# per call on {rows}x{units} {dtype}, µs (fastest of 5 batches of 2000 calls); "
+          f"np.negative(x), the least any call on it costs: {base:.2f} µs")
+    print(f"{'spec':<16} {'impl':<9} {'fwd':>7} {'fwd out=':>8} {'vjp':>7}")
+    res = {"np.negative": base}
+    for spec in [s for s in args.specs if s in SMALL_SPECS] or SMALL_SPECS:
+        k = actdsl.compile(spec, backend="numba")
+        impls = {"actdsl": (lambda: k(x), lambda: k(x, out=out), lambda: k.vjp(x, g))}
+        for name in ("numpy", "torch"):
+            if spec in table.get(name, {}):
+                f, b = table[name][spec]
+                xa, ga = convert_array(name, x), convert_array(name, g)
+                impls[name] = (lambda f=f, xa=xa: f(xa, {}), None, lambda b=b, xa=xa, ga=ga: b(xa, ga, {}))
+        for name, fns in impls.items():
+            t = [per_call_us(fn) if fn is not None else None for fn in fns]
+            res[f"{spec} {name}"] = t
+            print(f"{spec:<16} {name:<9} " + " ".join(f"{v:7.2f}" if v is not None else f"{'':>7}"
+                                                      for v in t))
+    return res
 
 
 COMPILE_SCRIPT = """
@@ -261,12 +393,16 @@ def main(argv=None):
                     help="cold/warm compile rounds, each in new processes with a new cache")
     ap.add_argument("--peak-gib", type=int, default=0, help="also measure peak memory on an array "
                     "of this many GiB (make bench uses 2)")
+    ap.add_argument("--small", default="32x128", help="per-call overhead on an array of this "
+                    "shape (rows x units); 'none' to skip")
     ap.add_argument("--json", default=None, help="where to write results (default benchmarks/results/)")
     args = ap.parse_args(argv)
-    result = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-              "numpy": np.__version__, "actdsl": actdsl.__version__}
+    result = {"machine": machine()}
+    print_machine(result["machine"])
     if not args.compile_only:
         result["speed"] = run_speed(args)
+        if args.small != "none":
+            result["small"] = run_small(args)
     if not args.no_compile:
         result["compile"] = run_compile(args)
     if args.peak_gib:

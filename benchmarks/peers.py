@@ -186,9 +186,7 @@ def jax_table(dtype=np.float32):
 
 
 # -- numexpr (elementwise only) ------------------------------------------------------------------
-def numexpr_table():
-    import numexpr as ne
-
+def numexpr_exprs() -> dict:
     exprs = {
         "linear": ("x", "g"), "sigmoid": ("1 / (1 + exp(-x))", "g * exp(-x) / (1 + exp(-x))**2"),
         "tanh": ("tanh(x)", "g * (1 - tanh(x)**2)"),
@@ -200,8 +198,14 @@ def numexpr_table():
         "rect:min": ("where(x < 1, x, 1)", "where(x < 1, g, 0)"),
     }
     exprs["logistic"], exprs["rect:max"] = exprs["sigmoid"], exprs["relu"]
+    return exprs
+
+
+def numexpr_table():
+    import numexpr as ne
+
     out = {}
-    for k, (f, b) in exprs.items():
+    for k, (f, b) in numexpr_exprs().items():
         out[k] = ((lambda x, p, f=f: ne.evaluate(f, local_dict={"x": x})),
                   (lambda x, g, p, b=b: ne.evaluate(b, local_dict={"x": x, "g": g})))
     return out
@@ -224,4 +228,46 @@ def lambdify_table(specs):
         d = sp.lambdify(z, to_elementary(k.derivative_expr), "numpy")
         out[spec] = ((lambda x, p, f=f: np.array(np.broadcast_to(f(x), x.shape))),  # a new array
                      (lambda x, g, p, d=d: g * d(x)))
+    return out
+
+
+# -- peers that write into a given array (``out=``), where they offer it --------------------------
+# Each maps a spec to (forward, backward) callables f(x, p, out) and b(x, g, p, out), the
+# backward None where the peer has no one-call form of it; they are timed against actdsl's out=.
+def numpy_out_table():
+    t = {
+        "linear": (lambda x, p, out: np.copyto(out, x), lambda x, g, p, out: np.copyto(out, g)),
+        "tanh": (lambda x, p, out: np.tanh(x, out=out), None),
+        "softplus": (lambda x, p, out: np.logaddexp(0, x, out=out), None),
+        "relu": (lambda x, p, out: np.maximum(x, 0, out=out), None),
+        "trel": (lambda x, p, out: np.clip(x, 0, 1, out=out), None),
+        "rect:min": (lambda x, p, out: np.minimum(x, 1, out=out), None),
+    }
+    t["rect:max"] = t["relu"]
+    return t
+
+
+def torch_out_table():
+    import torch
+
+    t = {
+        "linear": (lambda x, p, out: out.copy_(x), lambda x, g, p, out: out.copy_(g)),
+        "sigmoid": (lambda x, p, out: torch.sigmoid(x, out=out), None),
+        "tanh": (lambda x, p, out: torch.tanh(x, out=out), None),
+        "relu": (lambda x, p, out: torch.clamp(x, min=0, out=out), None),
+        "trel": (lambda x, p, out: torch.clamp(x, 0, 1, out=out), None),
+        "rect:min": (lambda x, p, out: torch.clamp(x, max=1, out=out), None),
+        "softmax": (lambda x, p, out: torch.softmax(x, -1, out=out), None),
+    }
+    t["logistic"], t["rect:max"] = t["sigmoid"], t["relu"]
+    return t
+
+
+def numexpr_out_table():
+    import numexpr as ne
+
+    out = {}
+    for k, (f, b) in numexpr_exprs().items():
+        out[k] = ((lambda x, p, o, f=f: ne.evaluate(f, local_dict={"x": x}, out=o)),
+                  (lambda x, g, p, o, b=b: ne.evaluate(b, local_dict={"x": x, "g": g}, out=o)))
     return out

@@ -40,7 +40,7 @@ VOCABULARY = frozenset("""
     row rowmax rows rowsum rt s scale scaled sech shape shared shfl shifted sigmoid sin sinh size small
     softplus softsign special sqrt square step sub sums sync syncthreads t take tan tanh
     tanhshrink threadIdx through tid tiny tl u ufunc v va vb vectorize vjp vm vmath void warp where while
-    with x xs y z
+    wide with x xs y z
 """.split())
 
 

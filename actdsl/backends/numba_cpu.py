@@ -12,7 +12,9 @@ Generated source (see ``Kernel.source``) holds:
 
 Loops release the GIL and are run on chunks of rows by a small thread pool (``parallel.py``):
 measured here, Numba's ``parallel=True``/``target='parallel'`` overheads cost more than they
-give on 2 cores. Transcendentals come from ``vmath`` so the loops vectorize.
+give on 2 cores. Transcendentals come from ``vmath`` so the loops vectorize. The kernels the
+frontend runs are compiled by ``wide.jit``: for this CPU at its full vector width (512 bits on
+AVX-512 CPUs, where LLVM would pick 256), without touching other Numba code in the process.
 
 Modules are written as real ``.py`` files in a cache directory and compiled with
 ``cache=True``, so a new process loads machine code instead of compiling (``cache.py``).
@@ -122,7 +124,7 @@ import math
 import numpy as np
 from numba import njit, vectorize, guvectorize
 
-from actdsl.backends import vmath as vm
+from actdsl.backends import vmath as vm, wide
 '''
 
 
@@ -138,7 +140,7 @@ def _scalar_function(src: Source, name: str, args: list[str], expr: sp.Expr, pla
     lines, (out,) = em.block([expr])
     if nan_input:
         out = f"(z if z != z else {out})"
-    src(f"@njit(fastmath={FLAT_FLAGS}, cache=True, forceinline=True, error_model='numpy')",
+    src(f"@wide.jit(fastmath={FLAT_FLAGS}, cache=True, forceinline=True, error_model='numpy')",
         f"def {name}({', '.join(args)}):")
     src.indent()
     src(*em.prologue(), *lines, f"return {out}")
@@ -147,7 +149,7 @@ def _scalar_function(src: Source, name: str, args: list[str], expr: sp.Expr, pla
 
 
 def _flat_loop(src: Source, name: str, scalar: str, inputs: list[str]):
-    src(f"@njit(fastmath={FLAT_FLAGS}, cache=True, nogil=True, error_model='numpy')",
+    src(f"@wide.jit(fastmath={FLAT_FLAGS}, cache=True, nogil=True, error_model='numpy')",
         f"def {name}({', '.join(inputs)}, out):")
     src.indent()
     src("for i in range(out.size):")
@@ -362,7 +364,7 @@ def _names(plan: Plan) -> dict:
 
 def _rows_header(src: Source, name: str, arrays: list[str], plan: Plan, params: list[str],
                  scratch: bool = False):
-    src(f"@njit(fastmath={ROW_FLAGS}, cache=True, nogil=True, error_model='numpy')",
+    src(f"@wide.jit(fastmath={ROW_FLAGS}, cache=True, nogil=True, error_model='numpy')",
         f"def {name}({', '.join(arrays + ['P' + p[1:] for p in params] + (['T'] if scratch else []))}):")
     src.indent()
     src("nn = X.shape[1]", "nf = vm.lit(X[0, 0], nn)")
@@ -454,7 +456,7 @@ def _rows_forward(src: Source, plan: Plan, params: list[str]):
     body(f"y[j] = {out}")
     constants = em.prologue()
     cols = "".join(f", P{p[1:]}" for p in params)
-    src(f"@njit(fastmath={ROW_FLAGS}, cache=True, nogil=True, error_model='numpy')",
+    src(f"@wide.jit(fastmath={ROW_FLAGS}, cache=True, nogil=True, error_model='numpy')",
         f"def forward_rows(X, Y{cols}, T):")
     src.indent()
     src("nn = X.shape[1]", "nf = vm.lit(X[0, 0], nn)", *constants, "for i in range(X.shape[0]):")
@@ -579,6 +581,8 @@ class Runner:
         if not self.flat:
             self.forward_slots = len(forward_storage(plan))
             self.vjp_slots = len(vjp_storage(plan))
+        self._forward_kernel = module.forward_flat if self.flat else module.forward_rows
+        self._vjp_kernel = module.vjp_flat if self.flat else module.vjp_rows
 
     @property
     def ufunc(self):
@@ -601,6 +605,83 @@ class Runner:
                 made = self.module.make_gufunc()
             self._gufunc = getattr(made, "ufunc", made)
         return self._gufunc
+
+    # -- the fast path: small arrays -------------------------------------------------------------
+    def _fast_ok(self, x: np.ndarray, axis, kernel) -> bool:
+        """Whether ``kernel`` can run on ``x`` as it is, on this thread: already compiled for its
+        dtype (the first call compiles on the general path), C-contiguous, one chunk's worth of
+        elements, and for rows (or units) a non-empty array of one axis or more, that axis last."""
+        if x.size >= parallel.MIN_PARALLEL or not x.flags.c_contiguous \
+                or (kernel, x.dtype) not in self._called:
+            return False
+        if self.flat:
+            return True
+        return x.ndim > 0 and x.size > 0 and type(axis) is int and (axis == -1 or axis == x.ndim - 1)
+
+    @staticmethod
+    def _fast_out(x: np.ndarray, out):
+        """A new result like x, or ``out`` where it is one already (None: the general path
+        checks it and says what is wrong)."""
+        if out is None:
+            return np.empty(x.shape, x.dtype)
+        if type(out) is np.ndarray and out.shape == x.shape and out.dtype == x.dtype \
+                and out.flags.c_contiguous and out.flags.writeable:
+            return out
+        return None
+
+    @staticmethod
+    def _fast_columns(x: np.ndarray, params: dict, specs) -> list | None:
+        """The kernels' parameter columns where every parameter is an array of x's dtype and
+        full shape ``(units, *shape)``; None otherwise (the general path checks, converts and
+        broadcasts, and names what is wrong)."""
+        if len(params) != len(specs):
+            return None
+        units, cols = x.shape[-1], []
+        for p in specs:
+            v = params.get(p.name)
+            if type(v) is not np.ndarray or v.dtype != x.dtype or v.shape != (units, *p.shape):
+                return None
+            cols += [v[:, i] for i in range(p.shape[0])] if p.shape else [v]
+        return [np.ascontiguousarray(c) for c in cols]
+
+    def fast_forward(self, x: np.ndarray, axis, out, params: dict, specs):
+        """The forward of a small float array, or None where the general path must decide.
+        ``specs``: the kernel's parameters (``Kernel.params``), ``params`` the values given.
+        A (32, 128) float32 call spent most of its time in per-call work (checks, chunking,
+        closures, the thread pool's bookkeeping), not in the kernel."""
+        kernel = self._forward_kernel
+        if not self._fast_ok(x, axis, kernel):
+            return None
+        cols = self._fast_columns(x, params, specs) if specs or params else []
+        y = None if cols is None else self._fast_out(x, out)
+        if y is None:
+            return None
+        if self.flat:
+            kernel(x.reshape(-1), y.reshape(-1))
+        else:
+            n = x.shape[-1]
+            kernel(x.reshape(-1, n), y.reshape(-1, n), *cols,
+                   np.empty((self.forward_slots, n), x.dtype))
+        return y
+
+    def fast_vjp(self, x: np.ndarray, g, axis, out, params: dict, specs):
+        """dL/dx for small float arrays x and g of one shape and dtype, or None."""
+        kernel = self._vjp_kernel
+        if type(g) is not np.ndarray or g.shape != x.shape or g.dtype != x.dtype \
+                or not g.flags.c_contiguous or not self._fast_ok(x, axis, kernel):
+            return None
+        cols = self._fast_columns(x, params, specs) if specs or params else []
+        dx = None if cols is None else self._fast_out(x, out)
+        if dx is None:
+            return None
+        if self.flat:
+            kernel(x.reshape(-1), g.reshape(-1), dx.reshape(-1))
+        else:
+            n = x.shape[-1]
+            acc = [np.zeros(n) for _ in cols]  # parameter gradients, not asked for here
+            kernel(x.reshape(-1, n), g.reshape(-1, n), dx.reshape(-1, n), *acc, *cols,
+                   np.empty((self.vjp_slots, n), x.dtype))
+        return dx
 
     def _run(self, kernel, args_for_chunk, parts, dtype):
         """parallel.run, the first call per kernel and dtype (the one that compiles) with the

@@ -1,0 +1,120 @@
+"""The Numba backend's fast path for small arrays gives what the reference (NumPy backend) gives,
+and hands everything it does not cover to the general path: strided or large arrays, other
+dtypes, another axis, parameters of another shape or dtype, an ``out`` that is wrong (whose
+errors stay the same)."""
+import numpy as np
+import pytest
+
+import actdsl
+from actdsl import ParameterError
+from test_numba_backend import assert_agree
+
+SPECS = ["tanh", "relu", "softplus", "softmax", "tanh+norm:z", "relu+softmax", "prelu", "lgrelu",
+         "maxout:3", "prelu+norm:z"]
+
+
+def kernels(spec):
+    return actdsl.compile(spec, backend="numba"), actdsl.compile(spec, backend="numpy")
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_small_calls_agree_with_the_reference(spec, dtype, rng):
+    k, ref = kernels(spec)
+
+    def params(units):
+        p = k.init_params(units, rng=rng)
+        return {n: (v + rng.uniform(0.05, 0.5, size=v.shape)).astype(dtype) for n, v in p.items()}
+
+    x = (rng.normal(size=(32, 128)) * 3).astype(dtype)
+    g = rng.normal(size=x.shape).astype(dtype)
+    p = params(128)
+    k(x, **p), k.vjp(x, g, **p)  # the first call per dtype compiles on the general path
+    assert k._runner.fast_forward(x, -1, None, p, k.params) is not None  # the fast path takes it
+    assert k._runner.fast_vjp(x, g, -1, None, p, k.params) is not None
+    elementwise = not k.rowwise and not k.params
+    # (rows of one element are left out for row-wise specs: float32 norm:z's VJP there is
+    # rounding over eps on both paths)
+    for shape in [(32, 128), (3, 7), (2, 3, 5), (9,)] + ([(), (1, 1)] if elementwise else []):
+        x = np.asarray(rng.normal(size=shape) * 3, dtype=dtype)
+        g = np.asarray(rng.normal(size=shape), dtype=dtype)
+        p = params(shape[-1] if shape else 1)
+        y = k(x, **p)
+        assert y.dtype == dtype and y.shape == x.shape
+        assert_agree(y, ref(x, **p), dtype, k.rowwise, f"{spec} {shape}")
+        # a VJP's terms are of the size of dy: cancellation to ~0 is judged against that
+        floor = float(np.max(np.abs(g)))
+        assert_agree(k.vjp(x, g, **p), ref.vjp(x, g, **p), dtype, k.rowwise, f"{spec} vjp {shape}",
+                     floor)
+        out = np.full_like(x, np.nan)
+        assert k(x, out=out, **p) is out
+        assert_agree(out, ref(x, **p), dtype, k.rowwise, f"{spec} out= {shape}")
+        dx = np.full_like(x, np.nan)
+        assert k.vjp(x, g, out=dx, **p) is dx
+        assert_agree(dx, ref.vjp(x, g, **p), dtype, k.rowwise, f"{spec} vjp out= {shape}", floor)
+
+
+def test_parameters_the_fast_path_leaves_to_the_general_one(rng):
+    k, ref = kernels("prelu")
+    x = (rng.normal(size=(4, 6)) * 3).astype(np.float32)
+    r = np.full(6, 0.25, np.float32)
+    k(x, r=r), k.vjp(x, x, r=r)
+    run = k._runner
+    assert run.fast_forward(x, -1, None, {"r": r}, k.params) is not None
+    for other in [{"r": np.float32(0.25)}, {"r": r.astype(np.float64)}, {"r": [0.25] * 6},
+                  {"r": np.full((1, 6), 0.25, np.float32)}, {}, {"r": r, "q": r}]:
+        assert run.fast_forward(x, -1, None, other, k.params) is None
+    for scalar in (np.float32(1.5), np.float32(-1.5)):  # one unit: the general path's case
+        assert run.fast_forward(np.asarray(scalar), -1, None, {"r": r[:1]}, k.params) is None
+        assert k(np.asarray(scalar), r=r[:1]) == ref(scalar, r=r[:1])
+    assert_agree(k(x, r=0.25), ref(x, r=0.25), np.float32, False, "scalar r")
+    assert_agree(k(x, r=r[::-1].copy()[::-1]), ref(x, r=r), np.float32, False, "strided r")
+    with pytest.raises(ParameterError, match="needs parameter 'r'"):
+        k(x)
+    with pytest.raises(ParameterError, match="no parameter 'q'"):
+        k(x, r=r, q=r)
+    with pytest.raises(ParameterError, match="shape"):
+        k(x, r=np.ones(5, np.float32))
+    dx, grads = k.vjp(x, x, r=r, with_params=True)  # parameter gradients: the general path
+    rdx, rgrads = ref.vjp(x, x, r=r, with_params=True)
+    assert np.allclose(grads["r"], rgrads["r"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("spec", ["tanh", "softmax"])
+def test_what_the_fast_path_leaves_to_the_general_one(spec, rng):
+    k, ref = kernels(spec)
+    x = (rng.normal(size=(6, 10)) * 3).astype(np.float32)
+    k(x), k.vjp(x, x)
+    run = k._runner
+    big = np.zeros((600, 200), np.float32)  # enough elements for the thread pool
+    assert run.fast_forward(big, -1, None, {}, ()) is None
+    assert run.fast_forward(np.asfortranarray(x), -1, None, {}, ()) is None
+    assert run.fast_forward(x.astype(np.float16), -1, None, {}, ()) is None
+    assert run.fast_vjp(x, x.astype(np.float64), -1, None, {}, ()) is None
+    assert run.fast_forward(x, -1, np.empty((6, 10), np.float64), {}, ()) is None
+    if k.rowwise:
+        assert run.fast_forward(np.asarray(x[0, 0]), -1, None, {}, ()) is None
+        with pytest.raises(ParameterError, match="row-wise"):
+            k(x[0, 0])
+        assert run.fast_forward(x, 0, None, {}, ()) is None
+        assert run.fast_forward(x, True, None, {}, ()) is None
+        assert run.fast_forward(x[:0], -1, None, {}, ()) is None
+    # and the general path still answers these, or refuses them as before
+    xt = np.asfortranarray(x)
+    assert_agree(k(xt), ref(xt), np.float32, k.rowwise, "Fortran order")
+    assert_agree(k(x, axis=0), ref(x, axis=0), np.float32, k.rowwise, "axis=0")
+    assert_agree(k.vjp(x, x.astype(np.float64)), ref.vjp(x, x), np.float32, k.rowwise,
+                 "dy float64", floor=float(np.max(np.abs(x))))
+    with pytest.raises(ParameterError, match="dtype"):
+        k(x, out=np.empty((6, 10), np.float64))
+    with pytest.raises(ParameterError, match="shape"):
+        k(x, out=np.empty((6, 11), np.float32))
+    with pytest.raises(ParameterError, match="read-only"):
+        ro = np.empty_like(x)
+        ro.flags.writeable = False
+        k(x, out=ro)
+    with pytest.raises(ParameterError, match="shape"):
+        k.vjp(x, x[:, :5])
+    if k.rowwise:
+        with pytest.raises(ParameterError, match="axis"):
+            k(x, axis=True)

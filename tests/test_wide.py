@@ -1,0 +1,98 @@
+"""The Numba backend's own compile target (``actdsl.backends.wide``): full vector width on
+AVX-512 CPUs, read from the generated assembly under another CPU's name (compile only: nothing
+runs, so this works on any x86-64 machine), the CPU in the cache key, and other Numba code in
+the process left as it was."""
+import platform
+import re
+
+import numpy as np
+import pytest
+
+import actdsl
+from actdsl.backends import wide
+
+pytestmark = pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"),
+                                reason="assembly of x86-64 CPUs")
+
+#: Skylake-SP's AVX-512 subsets and the features it shares with AVX2 parts
+SKX_FEATURES = ("+avx512f,+avx512bw,+avx512cd,+avx512dq,+avx512vl,+avx2,+avx,+fma,+f16c,+bmi,"
+                "+bmi2,+popcnt,+lzcnt,+movbe,+sse4.2")
+SKX = ("skylake-avx512", wide.widen(SKX_FEATURES))
+SKX_LLVM_DEFAULT = ("skylake-avx512", SKX_FEATURES)  # what Numba itself would use there
+SIG = {"flat": "void(float32[::1], float32[::1])",
+       "rows": "void(float32[:, ::1], float32[:, ::1], float32[:, ::1])"}
+
+
+def forward_asm(spec: str, cpu) -> str:
+    """Assembly of ``spec``'s float32 forward kernel compiled for ``cpu`` (not run)."""
+    k = actdsl.compile(spec, backend="numba")
+    mod = k._runner.module
+    kind = "rows" if k.rowwise else "flat"
+    py = (mod.forward_rows if k.rowwise else mod.forward_flat).py_func
+    d = wide.jit(py, cpu=cpu, fastmath={"contract", "reassoc"} if k.rowwise else {"contract"},
+                 error_model="numpy")
+    d.compile(SIG[kind])
+    return "\n".join(d.inspect_asm().values())
+
+
+def registers(asm: str, kind: str) -> int:
+    return len(re.findall(rf"%{kind}\d+", asm))
+
+
+@pytest.mark.parametrize("spec", ["tanh", "sigmoid", "relu", "softplus+norm:z"])
+def test_avx512_kernels_run_512_bits_wide(spec):
+    asm = forward_asm(spec, SKX)
+    assert registers(asm, "zmm") >= 4, f"{spec}: no 512-bit loop for skylake-avx512"
+    # the preference this target turns off is what kept Numba's loops at 256 bits there
+    assert registers(forward_asm(spec, SKX_LLVM_DEFAULT), "zmm") == 0
+
+
+def test_avx2_kernels_use_ymm():
+    asm = forward_asm("tanh", ("haswell", "+avx2,+avx,+fma,+f16c,+bmi,+bmi2,+popcnt,+sse4.2"))
+    assert registers(asm, "ymm") >= 4 and registers(asm, "zmm") == 0
+
+
+def test_widen_only_where_avx512():
+    assert wide.widen("+avx2,+fma") == "+avx2,+fma"
+    assert wide.widen("+avx2,-avx512f") == "+avx2,-avx512f"
+    assert wide.widen("+avx512f,+avx2") == "+avx512f,+avx2,-prefer-256-bit"
+    assert wide.widen("+avx512f,+prefer-256-bit") == "+avx512f,+prefer-256-bit"  # a choice kept
+
+
+def test_cpu_is_in_the_cache_key():
+    """Numba keys cached machine code on the code generator's CPU name and features: a cache
+    directory shared by two machines holds one entry per CPU and never loads the other's."""
+    from numba.core.registry import cpu_target
+    from numba.core.target_extension import dispatcher_registry, target_registry
+
+    def codegen(cpu):
+        name = wide.target(*cpu)
+        return dispatcher_registry[target_registry[name]].targetdescr.target_context.codegen()
+
+    skx, default = codegen(SKX).magic_tuple(), codegen(SKX_LLVM_DEFAULT).magic_tuple()
+    assert skx[1:] == SKX and default[1:] == SKX_LLVM_DEFAULT
+    host = codegen(wide.host()).magic_tuple()
+    assert len({skx, default, host, cpu_target.target_context.codegen().magic_tuple()}) >= 3
+    k = actdsl.compile("tanh", backend="numba")
+    k(np.ones(4, np.float32))
+    cache = k._runner.module.forward_flat._cache
+    keys = {cache._index_key("sig", codegen(cpu)) for cpu in (SKX, SKX_LLVM_DEFAULT)}
+    assert len(keys) == 2
+
+
+def test_other_numba_code_is_left_alone():
+    """Compiling actdsl kernels changes neither Numba's settings nor its own CPU target."""
+    import numba
+    from numba.core import config
+    from numba.core.registry import cpu_target
+    before = (config.CPU_NAME, config.CPU_FEATURES, cpu_target.target_context.codegen().magic_tuple())
+    forward_asm("tanh", SKX)
+    actdsl.compile("softplus", backend="numba")(np.linspace(-3, 3, 8))
+
+    @numba.njit
+    def plain(x):
+        return x + 1
+    plain(1.0)
+    assert (config.CPU_NAME, config.CPU_FEATURES,
+            cpu_target.target_context.codegen().magic_tuple()) == before
+    assert type(plain).targetdescr is cpu_target
