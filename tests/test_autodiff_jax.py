@@ -7,8 +7,7 @@ from test_interop import need
 
 PEERS = {"relu": "relu", "softplus": "softplus", "sigmoid": "sigmoid", "silu": "silu",
          "elu": "elu", "softmax": "softmax", "log_softmax": "log_softmax", "gelu": "gelu",
-         "tanh": "tanh", "selu": "selu", "celu": "celu", "relu6": "relu6",
-         "softsign": "soft_sign", "logsigmoid": "log_sigmoid"}
+         "tanh": "tanh", "softsign": "soft_sign"}
 
 
 @pytest.fixture
@@ -32,49 +31,52 @@ def _points():
     return x
 
 
+def _transformations(jx, g, v):
+    """Every transformation of ``g``, as one jitted function (one compile, not one per op)."""
+    import jax.numpy as jnp
+
+    def loss(t):
+        return jnp.sum(jnp.sin(g(t)) * v)
+
+    def run(x):
+        return (g(x), jx.vmap(g)(x), jx.jvp(g, (x,), (v,))[1], jx.vjp(g, x)[1](v)[0],
+                jx.grad(loss)(x), jx.jacfwd(g)(x[:1]), jx.jacrev(g)(x[:1]),
+                jx.hessian(loss)(x), jx.vmap(jx.hessian(lambda r: jnp.sum(jnp.sin(g(r)))))(x))
+    return jx.jit(run)
+
+
 @pytest.mark.parametrize("spec", sorted(PEERS))
 def test_every_transformation_equals_jax_nn(jx, spec):
     import jax.numpy as jnp
     import actdsl.jax as aj
-    f, peer = aj.function(spec), _peer(jx, spec)
-    x = jnp.asarray(_points())
-    if spec in ("relu", "relu6", "elu", "celu", "selu", "softsign"):
+    x = jnp.asarray(_points()[:2, :5])
+    if spec in ("relu", "elu", "softsign"):
         x = x.at[0, 0].set(0.5).at[1, 1].set(-0.25)  # kinks: conventions differ there
     v = jnp.asarray(np.random.default_rng(3).normal(size=x.shape))
-    close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)  # noqa: E731
-
-    def loss(g):
-        return lambda t: jnp.sum(jnp.sin(g(t)) * v)
-
-    close(jx.jit(f)(x), peer(x))
-    close(jx.vmap(f)(x), jx.vmap(peer)(x))
-    close(jx.jvp(f, (x,), (v,))[1], jx.jvp(peer, (x,), (v,))[1])
-    close(jx.vjp(f, x)[1](v)[0], jx.vjp(peer, x)[1](v)[0])
-    close(jx.grad(loss(f))(x), jx.grad(loss(peer))(x))
-    row = x[0]
-    close(jx.jacfwd(f)(row), jx.jacfwd(peer)(row))
-    close(jx.jacrev(f)(row), jx.jacrev(peer)(row))
-    close(jx.hessian(loss(f))(row[None])[0], jx.hessian(loss(peer))(row[None])[0])
-    close(jx.jit(jx.vmap(jx.hessian(loss(f))))(x), jx.vmap(jx.hessian(loss(peer)))(x))
+    ours = _transformations(jx, aj.function(spec), v)(x)
+    theirs = _transformations(jx, _peer(jx, spec), v)(x)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("spec", ["tanh+norm:z", "prelu+norm:z", "maxout:3+softmax", "norm:max",
-                                  "softplus+softmin"])
+@pytest.mark.parametrize("spec", ["prelu+norm:z", "maxout:3+softmax"])
 def test_compositions_and_parameters_pass_jax_check_grads(jx, spec):
     import jax.numpy as jnp
     from jax.test_util import check_grads
     import actdsl
     import actdsl.jax as aj
     k = actdsl.compile(spec)
-    x = jnp.asarray(_points()[:, :6] + 0.1)
-    params = {n: jnp.asarray(v + 0.1) for n, v in k.init_params(6, rng=4).items()}
+    x = jnp.asarray(_points()[:2, :4] + 0.1)
+    params = {n: jnp.asarray(v + 0.1) for n, v in k.init_params(4, rng=4).items()}
     f = aj.function(spec)
     names = sorted(params)
     g = lambda x, *ps: f(x, **dict(zip(names, ps)))  # noqa: E731
-    check_grads(g, (x, *[params[n] for n in names]), order=2, modes=["fwd", "rev"], eps=1e-5)
+    check_grads(jx.jit(g), (x, *[params[n] for n in names]), order=2, modes=["fwd", "rev"],
+                eps=1e-5)
     # the Hessian-vector product agrees with the kernel's vjp_vjp
     dy, w = (jnp.asarray(np.random.default_rng(s).normal(size=x.shape)) for s in (5, 6))
-    hvp = jx.jvp(jx.grad(lambda t: jnp.sum(dy * f(t, **params))), (x,), (w,))[1]
+    hvp = jx.jit(lambda t, u: jx.jvp(jx.grad(lambda s: jnp.sum(dy * f(s, **params))), (t,),
+                                     (u,))[1])(x, w)
     ours = k.vjp_vjp(np.asarray(x), np.asarray(dy), np.asarray(w),
                      **{n: np.asarray(v) for n, v in params.items()})[0]
     np.testing.assert_allclose(hvp, ours, rtol=1e-9, atol=1e-12)
@@ -88,7 +90,7 @@ def test_scalars_axis_and_shared_parameters(jx):
     assert float(jx.grad(jx.grad(aj.function("softplus")))(0.0)) == 0.25
     with pytest.raises(actdsl.ActdslError, match="row-wise"):
         aj.function("softmax")(1.0)
-    x = jnp.asarray(_points())
+    x = jnp.asarray(_points()[:, :4])
     f = aj.function("softmax", axis=0)
     np.testing.assert_allclose(jx.jacfwd(f)(x), jx.jacrev(f)(x), rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(f(x), jx.nn.softmax(x, axis=0), rtol=1e-12)
