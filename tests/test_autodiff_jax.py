@@ -66,13 +66,13 @@ def test_compositions_and_parameters_pass_jax_check_grads(jx, spec):
     import actdsl
     import actdsl.jax as aj
     k = actdsl.compile(spec)
-    x = jnp.asarray(_points()[:2, :4] + 0.1)
-    params = {n: jnp.asarray(v + 0.1) for n, v in k.init_params(4, rng=4).items()}
+    x = jnp.asarray(_points()[:2, :3] + 0.1)
+    params = {n: jnp.asarray(v + 0.1) for n, v in k.init_params(3, rng=4).items()}
     f = aj.function(spec)
     names = sorted(params)
     g = lambda x, *ps: f(x, **dict(zip(names, ps)))  # noqa: E731
-    check_grads(jx.jit(g), (x, *[params[n] for n in names]), order=2, modes=["fwd", "rev"],
-                eps=1e-5)
+    order = 2 if spec == "prelu+norm:z" else 1   # (JAX's check is slow: one spec at order 2)
+    check_grads(g, (x, *[params[n] for n in names]), order=order, modes=["fwd", "rev"], eps=1e-5)
     # the Hessian-vector product agrees with the kernel's vjp_vjp
     dy, w = (jnp.asarray(np.random.default_rng(s).normal(size=x.shape)) for s in (5, 6))
     hvp = jx.jit(lambda t, u: jx.jvp(jx.grad(lambda s: jnp.sum(dy * f(s, **params))), (t,),
@@ -92,7 +92,8 @@ def test_scalars_axis_and_shared_parameters(jx):
         aj.function("softmax")(1.0)
     x = jnp.asarray(_points()[:, :4])
     f = aj.function("softmax", axis=0)
-    np.testing.assert_allclose(jx.jacfwd(f)(x), jx.jacrev(f)(x), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(jx.jit(jx.jacfwd(f))(x), jx.jit(jx.jacrev(f))(x), rtol=1e-12,
+                               atol=1e-15)
     np.testing.assert_allclose(f(x), jx.nn.softmax(x, axis=0), rtol=1e-12)
     p = aj.function("prelu")
     # one shared slope: its gradient is the sum over every unit
