@@ -96,7 +96,11 @@ class AutodiffMixin:
         if _lazy_kind(x) is not None:
             raise ActdslError(f"{what} takes NumPy arrays; call it on blocks (dask's map_blocks) "
                               "or compute the array first")
-        if _on_cuda(x):
+        on_device = _on_cuda(x)
+        if self.backend == "cuda" and not on_device:
+            from .backends.numba_cuda import interface
+            on_device = interface(x) is not None
+        if on_device:
             raise ActdslError(f"{what} runs on the host in this version: copy the device array to "
                               "the host (or use backend='numba')")
 
