@@ -205,3 +205,18 @@ def test_vjp_of_vjp_dtype_and_elementwise_case():
     assert d_x.dtype == d_dy.dtype == np.float32
     _close(d_x, 2 * 0.5 * k.derivative(x.astype(np.float64), order=2), tol=1e-6)
     _close(d_dy, 0.5 * k.derivative(x.astype(np.float64)), tol=1e-6)
+
+
+# -- actdsl.check checks them too ----------------------------------------------------------------
+def test_check_reports_and_catches_wrong_higher_derivatives(monkeypatch):
+    report = actdsl.check("softplus", backend="numpy", dtype="float64", points=40)
+    names = {r.backend for r in report.finite_differences}
+    assert {"numpy jvp", "numpy hvp", "numpy g''"} <= names and report.passed
+    rows = actdsl.check("tanh+norm:z", backend="numpy", dtype="float64", points=40)
+    assert {"numpy jvp", "numpy hvp"} <= {r.backend for r in rows.finite_differences}
+    assert "numpy g''" not in {r.backend for r in rows.finite_differences}
+    k = actdsl.compile("tanh+norm:z")
+    right = type(k).jvp
+    monkeypatch.setattr(type(k), "jvp", lambda self, *a, **kw: 1.001 * right(self, *a, **kw))
+    bad = actdsl.check("tanh+norm:z", backend="numpy", dtype="float64", points=40)
+    assert [r.backend for r in bad.failures()] == ["numpy jvp"]
