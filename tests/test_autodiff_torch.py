@@ -136,3 +136,16 @@ def test_errors_are_actdsl_errors():
         at.apply("prelu", torch.zeros(3))
     with pytest.raises(actdsl.ActdslError, match="units=1"):
         at.Activation("maxout:2")
+
+
+def test_inplace_under_compile():
+    from torch._dynamo.utils import counters
+    counters.clear()
+    m = torch.nn.Sequential(torch.nn.Linear(4, 8), at.Activation("tanh", inplace=True))
+    c = torch.compile(m, fullgraph=True, backend="aot_eager")
+    x = torch.randn(3, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(c(x), torch.tanh(m[0](x)))
+    c(x).sum().backward()
+    torch.testing.assert_close(m[0].bias.grad, (1 - torch.tanh(m[0](x)) ** 2).sum(0).detach())
+    assert not counters["graph_break"]
