@@ -313,7 +313,7 @@ class FiniteDifferenceResult:
 
     def line(self) -> str:
         worst = f"{self.worst_input:.9g}" if isinstance(self.worst_input, float) else self.worst_input
-        return (f"  {self.backend:<8}{self.dtype:<9}{self.points:>7}{self.max_error:>12.2e}"
+        return (f"  {self.backend:<12}{self.dtype:<9}{self.points:>7}{self.max_error:>12.2e}"
                 f"{self.bound:>11.1e}  {'ok' if self.passed else 'FAIL':<6}{worst}")
 
 
@@ -346,8 +346,9 @@ class CheckReport:
                 f"  {'backend':<8}{'dtype':<9}{'what':<11}{'points':>7}{'max err':>11}"
                 f"{'cond.':>11}{'bound':>9} {'':<8}{'':<6}worst input"]
         out += [r.line() for r in self.numeric]
-        out += ["", "finite differences (step ε^(1/3)·max(1, |x|) in the dtype)",
-                f"  {'backend':<8}{'dtype':<9}{'points':>7}{'max err':>12}{'bound':>11}"]
+        out += ["", "finite differences (step ε^(1/3)·max(1, |x|) in the dtype; jvp, g'' and hvp "
+                    "(vjp_vjp) against differences of the forward, g' and the vjp)",
+                f"  {'backend':<12}{'dtype':<9}{'points':>7}{'max err':>12}{'bound':>11}"]
         out += [r.line() for r in self.finite_differences]
         out += ["", "PASS" if self.passed else f"FAIL ({len(self.failures())} failing)"]
         return "\n".join(out)
@@ -386,6 +387,7 @@ def check(spec: str, backend: str | list[str] | None = None,
         report.symbolic += _symbolic_elementwise(ref, values, rng)
     report.symbolic += _user_derivatives(ref)
     kernels = {b: ref if b == "numpy" else compile_spec(spec, backend=b) for b in backends}
+    higher_rng = random.Random(seed + 1)  # its own draws: the first-order checks' stay the same
     for d in dtypes:
         if ref.rowwise:
             report.numeric += _numeric_rows(kernels, ref, values, d, rng, full)
@@ -393,6 +395,8 @@ def check(spec: str, backend: str | list[str] | None = None,
             report.numeric += _numeric_elementwise(kernels, ref, values, d, rng, full, points)
         for b, k in kernels.items():
             report.finite_differences.append(_finite_differences(k, values, d, rng))
+            from .check_autodiff import higher_order  # jvp, g'', vjp_vjp (docs/autodiff.md)
+            report.finite_differences += higher_order(k, values, np.dtype(d).type, higher_rng)
     return report
 
 

@@ -14,6 +14,7 @@ import sympy as sp
 
 from . import library  # noqa: F401  (fills the registry)
 from .ast import Spec
+from .autodiff import AutodiffMixin
 from .derive import derivative as derive_derivative, make_plan
 from . import budget
 from .errors import ActdslError, ArrayTypeError, BudgetError, ParameterError, close_names
@@ -136,7 +137,7 @@ def _on_cuda(x) -> bool:
         return True
 
 
-class Kernel:
+class Kernel(AutodiffMixin):
     """A compiled spec. Call it for y; ``vjp`` for gradients; see DESIGN.md for the contract."""
 
     def __init__(self, spec: Spec, backend: str, text: str = ""):
@@ -229,8 +230,13 @@ class Kernel:
             return out
         return y
 
-    def derivative(self, x, axis: int = -1, stream=None, **params):
-        """g'(x), elementwise specs only (a row-wise spec has a Jacobian: use ``vjp``)."""
+    def derivative(self, x, axis: int = -1, stream=None, order: int = 1, **params):
+        """g'(x) (``order=2``: g''(x)), elementwise specs only (a row-wise spec has a Jacobian:
+        use ``vjp``, ``jvp`` or ``vjp_vjp``)."""
+        if order == 2:
+            return self._second_derivative(x, axis, stream, params)
+        if order != 1 or isinstance(order, bool):
+            raise ParameterError(f"order must be 1 or 2, not {order!r}")
         if self.rowwise:
             raise ActdslError(f"{self.text!r} is row-wise: each output depends on the whole row, "
                               "so there is no elementwise derivative; use vjp(x, dy)")

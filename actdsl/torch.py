@@ -1,12 +1,20 @@
-"""PyTorch integration (optional extra ``torch``): any spec as an autograd function and a module.
+"""PyTorch integration (optional extra ``torch``: ``import actdsl.torch`` explicitly): any spec as
+a ``torch.library`` custom op with exact first and second derivatives, and as a module.
 
     act = actdsl.torch.Activation("prelu+norm:z", units=256)   # learnable r as nn.Parameter
+    act = actdsl.torch.Activation("prelu", units=1)            # one shared slope, as nn.PReLU()
     y = act(x)                                                  # x: (..., 256) tensor
     y = actdsl.torch.apply("softplus", x)                       # functional, no parameters
 
-CPU tensors go through the Numba kernels on NumPy views of the same memory (no copies of x, y
-or the gradients; a non-contiguous tensor is made contiguous first); CUDA tensors through the
-CUDA backend, which reads and writes them in place. Gradients are actdsl's exact VJP.
+The ops (``torch.ops.actdsl.forward``, ``.vjp``, ``.jvp``, ``.vjp_vjp``) have fake (meta)
+implementations, so ``torch.compile(fullgraph=True)`` traces a model through them without a
+graph break, and registered autograd: the backward is the ``vjp`` op, whose own backward is
+exact (``jvp`` and ``vjp_vjp``), so ``create_graph=True`` (gradient penalties, Hessian-vector
+products) works. float16 and bfloat16 are computed in float32 and returned in their own dtype.
+
+CPU tensors go through the Numba kernels on NumPy views of the same memory (a non-contiguous
+tensor is made contiguous first); CUDA tensors through the CUDA backend, which reads and writes
+them in place (second-order ops copy through the host).
 """
 from __future__ import annotations
 
@@ -21,94 +29,246 @@ from .compiler import compile as _compile
 from .errors import ActdslError
 
 _DTYPES = (_torch.float32, _torch.float64)
+_HALF = (_torch.float16, _torch.bfloat16)
+Tensor = _torch.Tensor
 
 
 def _kernel(spec: str, device_type: str, cpu_backend: str):
     return _compile(spec, backend="cuda" if device_type == "cuda" else cpu_backend)
 
 
-def _np(t):
-    return t.detach().contiguous().numpy()
+def _check(x: Tensor):
+    if x.dtype not in _DTYPES + _HALF:
+        raise ActdslError(f"actdsl.torch takes float16, bfloat16, float32 or float64 tensors, "
+                          f"not {x.dtype}")
 
 
-def _values(names, params) -> dict:
-    """Parameter values as NumPy arrays (small: copied to the host for a CUDA tensor)."""
-    return {n: _np(p.cpu()) for n, p in zip(names, params)}
+def _work(t: Tensor) -> Tensor:
+    """float16/bfloat16 are computed in float32."""
+    t = t.detach()
+    return t.float() if t.dtype in _HALF else t
 
 
-class _Function(_torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, spec, cpu_backend, axis, names, x, *params):
-        if x.dtype not in _DTYPES:
-            raise ActdslError(f"actdsl.torch takes float32 or float64 tensors, not {x.dtype}")
-        k = _kernel(spec, x.device.type, cpu_backend)
-        ctx.spec, ctx.cpu_backend, ctx.axis, ctx.names = spec, cpu_backend, axis, names
-        ctx.save_for_backward(x, *params)
-        values = _values(names, params)
-        if x.device.type == "cuda":
-            xc = x.detach().contiguous()
-            y = _torch.empty_like(xc)
-            k(xc, axis=axis, out=y, **values)
-            return y
-        return _torch.from_numpy(np.ascontiguousarray(k(_np(x), axis=axis, **values)))
-
-    @staticmethod
-    def backward(ctx, gy):
-        x, *params = ctx.saved_tensors
-        k = _kernel(ctx.spec, x.device.type, ctx.cpu_backend)
-        values = _values(ctx.names, params)
-        want = any(ctx.needs_input_grad[5:])  # parameter gradients only when asked for
-        if x.device.type == "cuda":
-            xc, gc = x.detach().contiguous(), gy.detach().contiguous()
-            dx = _torch.empty_like(xc)
-            got = k.vjp(xc, gc, axis=ctx.axis, out=dx, with_params=want, **values)
-            grads = {n: _torch.as_tensor(g.copy_to_host(), device=x.device)
-                     for n, g in (got[1] if want else {}).items()}
-        else:
-            got = k.vjp(_np(x), _np(gy), axis=ctx.axis, with_params=want, **values)
-            dxn, grads = got if want else (got, {})
-            dx = _torch.from_numpy(np.ascontiguousarray(dxn))
-            grads = {n: _torch.from_numpy(np.ascontiguousarray(g)) for n, g in grads.items()}
-        out = [dx if ctx.needs_input_grad[4] else None]
-        for i, (n, p) in enumerate(zip(ctx.names, params)):
-            out.append(grads[n].to(p.dtype).reshape(p.shape) if ctx.needs_input_grad[5 + i] else None)
-        return (None, None, None, None, *out)
+def _np(t: Tensor) -> np.ndarray:
+    return _work(t).cpu().contiguous().numpy()
 
 
-def apply(spec: str, x, axis: int = -1, cpu_backend: str = "numba", **params):
-    """``spec`` applied to tensor ``x`` with autograd; parameters as tensors (or numbers)."""
-    k = _compile(spec)
-    names = tuple(p.name for p in k.params)
-    missing = [n for n in names if n not in params]
-    extra = [n for n in params if n not in names]
+def _split(names: str) -> list[str]:
+    """The ops take parameter names as one comma-separated string (no str[] in op schemas)."""
+    return names.split(",") if names else []
+
+
+def _values(names, params, units: int) -> dict:
+    """Parameter values as NumPy arrays; a (1, ...) parameter (``units=1``) is shared by every
+    unit, which the kernel takes as one value (or one row of pieces)."""
+    out = {}
+    for n, p in zip(_split(names), params):
+        a = _np(p)
+        if a.ndim and a.shape[0] == 1 and units != 1:
+            a = a.reshape(a.shape[1:])
+        out[n] = a
+    return out
+
+
+def _units(x: Tensor, axis: int) -> int:
+    return x.shape[axis] if x.dim() else 1
+
+
+def _named(spec: str, k, names) -> None:
+    expected = [p.name for p in k.params]
+    missing = [n for n in expected if n not in _split(names)]
+    extra = [n for n in _split(names) if n not in expected]
     if missing or extra:
-        raise ActdslError(f"{k.text!r} takes parameters {list(names)}; "
-                          f"missing {missing}, unexpected {extra}")
+        raise ActdslError(f"{spec!r} takes parameters {expected}; missing {missing}, "
+                          f"unexpected {extra}")
+
+
+def _tensor(a, like: Tensor) -> Tensor:
+    return _torch.from_numpy(np.ascontiguousarray(a)).to(device=like.device, dtype=like.dtype)
+
+
+def _grads(grads: dict, names, params) -> list:
+    return [_tensor(grads[n], p).reshape(p.shape) for n, p in zip(_split(names), params)]
+
+
+@_torch.library.custom_op("actdsl::forward", mutates_args=())
+def forward(spec: str, backend: str, axis: int, names: str, x: Tensor,
+            params: list[Tensor]) -> Tensor:
+    _check(x)
+    k = _kernel(spec, x.device.type, backend)
+    _named(spec, k, names)
+    values = _values(names, params, _units(x, axis))
+    if x.device.type == "cuda" and x.dtype in _DTYPES:
+        xc = x.detach().contiguous()
+        y = _torch.empty_like(xc)
+        k(xc, axis=axis, out=y, **values)
+        return y
+    return _tensor(k(_np(x), axis=axis, **values), x)
+
+
+@forward.register_fake
+def _(spec, backend, axis, names, x, params):
+    return _torch.empty_like(x)
+
+
+@_torch.library.custom_op("actdsl::forward_", mutates_args=("x",))
+def forward_(spec: str, backend: str, axis: int, names: str, x: Tensor,
+             params: list[Tensor]) -> None:
+    """``forward`` written into x (``inplace=True`` without autograd)."""
+    x.copy_(forward(spec, backend, axis, names, x, params))
+
+
+@forward_.register_fake
+def _(spec, backend, axis, names, x, params):
+    return None
+
+
+@_torch.library.custom_op("actdsl::vjp", mutates_args=())
+def vjp(spec: str, backend: str, axis: int, names: str, x: Tensor, gy: Tensor,
+        params: list[Tensor], want_params: bool) -> list[Tensor]:
+    """[dL/dx, dL/dθ for each parameter (zeros unless ``want_params``)]."""
+    k = _kernel(spec, x.device.type, backend)
+    values = _values(names, params, _units(x, axis))
+    if x.device.type == "cuda" and x.dtype in _DTYPES:
+        xc, gc = x.detach().contiguous(), gy.detach().contiguous()
+        dx = _torch.empty_like(xc)
+        got = k.vjp(xc, gc, axis=axis, out=dx, with_params=want_params, **values)
+        grads = {n: g.copy_to_host() for n, g in (got[1] if want_params else {}).items()}
+    else:
+        got = k.vjp(_np(x), _np(gy), axis=axis, with_params=want_params, **values)
+        dxn, grads = got if want_params else (got, {})
+        dx = _tensor(dxn, x)
+    if not want_params:
+        return [dx, *[_torch.zeros_like(p) for p in params]]
+    return [dx, *_grads(grads, names, params)]
+
+
+@vjp.register_fake
+def _(spec, backend, axis, names, x, gy, params, want_params):
+    return [_torch.empty_like(x), *[_torch.empty_like(p) for p in params]]
+
+
+@_torch.library.custom_op("actdsl::jvp", mutates_args=())
+def jvp(spec: str, backend: str, axis: int, names: str, x: Tensor, dx: Tensor,
+        params: list[Tensor], dparams: list[Tensor]) -> Tensor:
+    """J dx (+ the parameters' part for tangents ``dparams``), forward mode."""
+    k = _kernel(spec, "cpu", backend)
+    units = _units(x, axis)
+    return _tensor(k.jvp(_np(x), _np(dx), axis=axis, dparams=_values(names, dparams, units),
+                         **_values(names, params, units)), x)
+
+
+@jvp.register_fake
+def _(spec, backend, axis, names, x, dx, params, dparams):
+    return _torch.empty_like(x)
+
+
+@_torch.library.custom_op("actdsl::vjp_vjp", mutates_args=())
+def vjp_vjp(spec: str, backend: str, axis: int, names: str, x: Tensor, gy: Tensor,
+            ddx: Tensor, params: list[Tensor], ddparams: list[Tensor]) -> list[Tensor]:
+    """[d/dx, d/dθ] of ⟨(ddx, ddθ), vjp(x, gy)⟩: exact Hessian-vector products."""
+    k = _kernel(spec, "cpu", backend)
+    units = _units(x, axis)
+    d_x, _, d_p = k.vjp_vjp(_np(x), _np(gy), _np(ddx), axis=axis, with_params=True,
+                            ddparams=_values(names, ddparams, units),
+                            **_values(names, params, units))
+    return [_tensor(d_x, x), *_grads(d_p, names, params)]
+
+
+@vjp_vjp.register_fake
+def _(spec, backend, axis, names, x, gy, ddx, params, ddparams):
+    return [_torch.empty_like(x), *[_torch.empty_like(p) for p in params]]
+
+
+# -- autograd ------------------------------------------------------------------------------------
+def _save(ctx, inputs, output):
+    spec, backend, axis, names, x, params = inputs
+    ctx.key = (spec, backend, axis, names)
+    ctx.want = any(p.requires_grad for p in params)
+    ctx.save_for_backward(x, *params)
+
+
+def _forward_backward(ctx, gy):
+    x, *params = ctx.saved_tensors
+    spec, backend, axis, names = ctx.key
+    dx, *dps = vjp(spec, backend, axis, names, x, gy, params, ctx.want)
+    return None, None, None, None, dx, dps if ctx.want else [None] * len(params)
+
+
+forward.register_autograd(_forward_backward, setup_context=_save)
+
+
+def _save_vjp(ctx, inputs, output):
+    spec, backend, axis, names, x, gy, params, want = inputs
+    ctx.key = (spec, backend, axis, names)
+    ctx.save_for_backward(x, gy, *params)
+
+
+def _vjp_backward(ctx, grads):
+    x, gy, *params = ctx.saved_tensors
+    spec, backend, axis, names = ctx.key
+    wx, *wp = [_torch.zeros_like(t) if g is None else g for g, t in zip(grads, [x, *params])]
+    d_gy = jvp(spec, backend, axis, names, x, wx, params, wp)
+    d_x, *d_p = vjp_vjp(spec, backend, axis, names, x, gy, wx, params, wp)
+    return None, None, None, None, d_x, d_gy, d_p, None
+
+
+vjp.register_autograd(_vjp_backward, setup_context=_save_vjp)
+
+
+# -- the user's API ------------------------------------------------------------------------------
+def apply(spec: str, x, axis: int = -1, cpu_backend: str = "numba", inplace: bool = False,
+          **params):
+    """``spec`` applied to tensor ``x`` with autograd; parameters as tensors (or numbers), by
+    name. ``inplace=True`` writes the result into x and returns x."""
+    names = ",".join(params)
     values = [p if isinstance(p, _torch.Tensor) else _torch.as_tensor(p, dtype=x.dtype)
-              for p in (params[n] for n in names)]
-    return _Function.apply(k.text, cpu_backend, axis, names, x, *values)
+              for p in params.values()]
+    return _call(spec, cpu_backend, axis, names, x, values, inplace)
+
+
+def _call(spec, backend, axis, names, x, values, inplace):
+    if not inplace:
+        return _torch.ops.actdsl.forward(spec, backend, axis, names, x, values)
+    if _torch.is_grad_enabled() and (x.requires_grad or any(v.requires_grad for v in values)):
+        # the exact backward needs x's values: they are kept (a copy) for it
+        return x.copy_(_torch.ops.actdsl.forward(spec, backend, axis, names, x.clone(), values))
+    _torch.ops.actdsl.forward_(spec, backend, axis, names, x, values)
+    return x
+
+
+class _Function:
+    """The op as ``_Function.apply(spec, backend, axis, names, x, *params)`` (older callers)."""
+
+    @staticmethod
+    def apply(spec, backend, axis, names, x, *params):
+        return _torch.ops.actdsl.forward(spec, backend, axis, ",".join(names), x, list(params))
 
 
 class Activation(_torch.nn.Module):
     """``spec`` as a module. Learnable parameters (prelu's r, maxout's m and b...) become
     ``nn.Parameter``s of shape (units, ...) initialised as ``Kernel.init_params`` does; pass
-    ``units`` for a spec that has any. The row (unit) axis is ``axis``."""
+    ``units`` for a spec that has any (``units=1``: one value shared by every unit, like
+    ``nn.PReLU()``). The row (unit) axis is ``axis``; ``inplace=True`` writes into the input."""
 
     def __init__(self, spec: str, units: int | None = None, axis: int = -1,
-                 cpu_backend: str = "numba", dtype=_torch.float32, seed: int | None = None):
+                 cpu_backend: str = "numba", dtype=_torch.float32, seed: int | None = None,
+                 inplace: bool = False):
         super().__init__()
         self.kernel = _compile(spec)
         self.spec, self.axis, self.cpu_backend = self.kernel.text, axis, cpu_backend
+        self.inplace = inplace
         if self.kernel.params and units is None:
-            raise ActdslError(f"{self.spec!r} has learnable parameters: pass units=")
+            raise ActdslError(f"{self.spec!r} has learnable parameters: pass units= (units=1 "
+                              "for one value shared by every unit)")
         init = self.kernel.init_params(units, rng=seed) if self.kernel.params else {}
         for name, value in init.items():
             self.register_parameter(name, _torch.nn.Parameter(_torch.as_tensor(value, dtype=dtype)))
-        self.names = tuple(init)
+        self.names = list(init)
 
     def forward(self, x):
-        return _Function.apply(self.spec, self.cpu_backend, self.axis, self.names, x,
-                               *[getattr(self, n) for n in self.names])
+        return _call(self.spec, self.cpu_backend, self.axis, ",".join(self.names), x,
+                     [getattr(self, n) for n in self.names], self.inplace)
 
     def extra_repr(self) -> str:
-        return f"{self.spec!r}, axis={self.axis}"
+        return f"{self.spec!r}, axis={self.axis}" + (", inplace=True" if self.inplace else "")

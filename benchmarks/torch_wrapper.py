@@ -1,8 +1,12 @@
 """actdsl.torch against PyTorch's own functions on the CPU (4096x4096 float32 by default).
 
     python benchmarks/torch_wrapper.py [--size 4096x4096] [--rounds 7]
+    python benchmarks/torch_wrapper.py --train [--batch 128] [--hidden 512] [--steps 30] [--compiled]
 
 Forward (no grad) and forward+backward through autograd, medians of interleaved rounds.
+``--train``: a small training loop (MLP in -> hidden -> hidden -> out, SGD, batch ``--batch``)
+with actdsl's activation and with PyTorch's own, eager (and ``--compiled``: torch.compile,
+fullgraph); median step time of interleaved rounds after a warm-up.
 """
 from __future__ import annotations
 
@@ -20,11 +24,64 @@ PEERS = {"relu": F.relu, "softplus": F.softplus, "sigmoid": torch.sigmoid, "tanh
          "softmax": lambda x: F.softmax(x, dim=-1), "log_softmax": lambda x: F.log_softmax(x, dim=-1)}
 
 
+TRAIN = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "softplus": torch.nn.Softplus,
+         "gelu": torch.nn.GELU, "silu": torch.nn.SiLU, "elu": torch.nn.ELU,
+         "softmax": lambda: torch.nn.Softmax(dim=-1)}
+
+
+def _mlp(act, width: int, hidden: int):
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(width, hidden), act(), torch.nn.Linear(hidden, hidden),
+                               act(), torch.nn.Linear(hidden, 10))
+
+
+def train(args):
+    import platform
+    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    print(f"# MLP 256-{args.hidden}-{args.hidden}-10, batch {args.batch}, SGD; median step (ms)")
+    modes = ["eager"] + (["compiled"] if args.compiled else [])
+    print(f"{'spec':<10}" + "".join(f"{m + ' actdsl':>17}{m + ' torch':>16}" for m in modes))
+    x = torch.randn(args.batch, 256)
+    target = torch.randint(0, 10, (args.batch,))
+    for spec, own in TRAIN.items():
+        row = []
+        for mode in modes:
+            steps = []
+            for act in (lambda: at.Activation(spec), own):
+                model = _mlp(act, 256, args.hidden)
+                opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+                run = torch.compile(model, fullgraph=True) if mode == "compiled" else model
+
+                def step(run=run, opt=opt):
+                    opt.zero_grad()
+                    torch.nn.functional.cross_entropy(run(x), target).backward()
+                    opt.step()
+                for _ in range(3):  # warm-up (and compile)
+                    step()
+                steps.append(step)
+            times = [[] for _ in steps]
+            for _ in range(args.steps):
+                for i, fn in enumerate(steps):
+                    t = time.perf_counter()
+                    fn()
+                    times[i].append((time.perf_counter() - t) * 1e3)
+            row += [statistics.median(t) for t in times]
+        print(f"{spec:<10}" + "".join(f"{v:>17.2f}" if i % 2 == 0 else f"{v:>16.2f}"
+                                      for i, v in enumerate(row)), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", default="4096x4096")
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--train", action="store_true")
+    ap.add_argument("--compiled", action="store_true")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--hidden", type=int, default=512)
+    ap.add_argument("--steps", type=int, default=30)
     args = ap.parse_args()
+    if args.train:
+        return train(args)
     rows, units = (int(v) for v in args.size.split("x"))
     x = torch.randn(rows, units)
     g = torch.randn_like(x)
