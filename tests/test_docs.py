@@ -41,7 +41,7 @@ SEED_LATEX = {
     "sigmoid": r"\frac{1}{1 + e^{- z}}",
     "softplus": r"\log\left(1 + e^{z}\right)",
     "norm:mean": r"z - \bar{z}",
-    "norm:max": r"\frac{z}{\max\left|z\right| + 10^{-8}}",
+    "norm:max": r"\frac{z}{\varepsilon + \max\left|z\right|}",
 }
 
 
