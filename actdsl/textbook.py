@@ -36,16 +36,16 @@ y_i, y_j = sp.Symbol("y_i", real=True), sp.Symbol("y_j", real=True)
 s = sp.Symbol("s", positive=True)
 
 
-def _is_variance_sum(e) -> bool:
-    """Σ_l (u_l − ū)² (= n s², s the standard deviation of the row u), for any u."""
+def _variance_of(e):
+    """u when ``e`` is Σ_l (u_l − ū)² (= n s², s the standard deviation of the row u), else None."""
     if not isinstance(e, RowSum) or not (e.args[0].is_Pow and e.args[0].exp == 2):
-        return False
+        return None
     base = e.args[0].base
     means = [a for a in sp.Add.make_args(base) if a.has(RowSum) and not _free_z_only(a)]
     if len(means) != 1:
-        return False
+        return None
     u = base - means[0]
-    return sp.expand(means[0] + RowSum(u) / n) == 0
+    return u if sp.expand(means[0] + RowSum(u) / n) == 0 else None
 
 
 def _free_z_only(a) -> bool:
@@ -54,8 +54,22 @@ def _free_z_only(a) -> bool:
 
 
 def _named_std(expr: sp.Expr) -> sp.Expr:
-    sums = [a for a in expr.atoms(RowSum) if _is_variance_sum(a)]
-    return expr.subs({a: n * s ** 2 for a in sums[:1]}) if len(sums) == 1 else expr
+    sums = [a for a in expr.atoms(RowSum) if _variance_of(a) is not None]
+    return expr.subs({sums[0]: n * s ** 2}) if len(sums) == 1 else expr
+
+
+def _std_of(display: sp.Expr) -> sp.Expr | None:
+    """The standard deviation that ``s`` stands for in ``display``'s derivative."""
+    sums = [a for a in display.atoms(RowSum) if _variance_of(a) is not None]
+    return sp.sqrt(sums[0] / n) if len(sums) == 1 else None
+
+
+def _std_meaning(display: sp.Expr) -> str:
+    us = {_variance_of(a) for a in display.atoms(RowSum)} - {None}
+    if us == {z}:
+        return "the row's standard deviation"
+    return "the standard deviation over the row of what the normalization gets"
+
 
 TAIL = 20  # a branch on |z| beyond this is a numerical guard (no float tells it from ±inf)
 
@@ -86,6 +100,8 @@ class Formulas:
     rowwise: bool
     constants: dict = field(default_factory=dict)
     where: tuple[tuple[sp.Symbol, str], ...] = ()
+    #: what the abbreviations stand for, as expressions (s: the standard deviation it names)
+    defs: dict = field(default_factory=dict)
 
 
 # -- 1. named constants ----------------------------------------------------------------------------
@@ -366,9 +382,12 @@ def _formulas(text: str, generation: int) -> Formulas:
     best = _smallest(cands)
     outputs = [c for g in (named_std(display), named_std(expr)) for c in _in_outputs(best, g, rowwise)]
     where = []
-    if outputs and size(_smallest(outputs)) <= size(best):
+    name = _plain_name(expr)
+    # in terms of the output where that is shorter; on a tie only where y prints as a named
+    # function of z (1 − tanh²(z) rather than sech²(z)), not as a new symbol
+    if outputs and (size(_smallest(outputs)) < size(best) or
+                    size(_smallest(outputs)) == size(best) and name is not None):
         best = _smallest(outputs)
-        name = _plain_name(expr)
         if name is not None:
             best = best.subs(y, name)
         elif best.has(y, y_i, y_j):
@@ -378,9 +397,9 @@ def _formulas(text: str, generation: int) -> Formulas:
     for a in sorted(argmax, key=str):
         where.append((a, "the index of the row's maximum (its gradient goes there)"))
     if best.has(s):
-        where.append((s, "the row's standard deviation (of the values the normalization gets)"
-                          if best.has(RowSum) else "the row's standard deviation"))
-    return Formulas(shown, best, rowwise, constants, tuple(where))
+        where.append((s, _std_meaning(display)))
+    defs = {s: _std_of(display)} if best.has(s) else {}
+    return Formulas(shown, best, rowwise, constants, tuple(where), defs)
 
 
 def formulas(spec: str) -> Formulas:
