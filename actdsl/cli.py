@@ -21,8 +21,11 @@ BACKENDS = ("numpy", "numba", "cuda")
 
 
 def progress(i: int, total: int, label: str = "", stream=None) -> None:
-    """A one-line progress bar on stderr (a terminal or a log: it only appends or rewrites)."""
+    """A one-line progress bar on stderr, drawn only when that is a terminal (a log or a pipe
+    gets nothing: carriage returns would only clutter it)."""
     stream = stream or sys.stderr
+    if not getattr(stream, "isatty", lambda: False)():
+        return
     width = 30
     done = int(width * i / max(total, 1))
     end = "\n" if i >= total else ""
@@ -63,15 +66,66 @@ def _demo(args) -> int:
 
 
 def _show(args) -> int:
+    """Canonical form, kind, formula and derivative (plain text, or LaTeX with --latex)."""
+    from .docs import text
+    from .textbook import formulas, value_text
     k = compile_spec(args.spec, backend=args.backend)
+    f = formulas(k.text)
+    shown = (lambda d: latex(k.text, derivative=d)) if args.latex else (
+        lambda d: text(k.text, derivative=d))
     print(f"spec:       {k.text}")
     print(f"kind:       {'row-wise' if k.rowwise else 'elementwise'}")
-    print(f"g(z):       {latex(k.text)}")
-    print(f"derivative: {latex(k.text, derivative=True)}")
+    print(f"g(z):\n{_indent(shown(False))}")
+    what = "Jacobian entry ∂y_i/∂z_j" if k.rowwise else "derivative g'(z)"
+    print(f"{what}:\n{_indent(shown(True))}")
+    for sym, value in f.constants.items():
+        print(f"constant:   {_greek(sym.name)} = {value_text(value)}")
+    for sym, meaning in f.where:
+        print(f"where:      {sym.name}: {meaning}")
     for p in k.params:
         print(f"parameter:  {p.name}, shape per unit {p.shape}: {p.description}")
     if not k.params:
         print("parameters: none")
+    return 0
+
+
+def _indent(block: str) -> str:
+    return "\n".join("    " + line for line in block.splitlines())
+
+
+def _greek(name: str) -> str:
+    return {"alpha": "α", "lambda": "λ", "varepsilon": "ε"}.get(name, name)
+
+
+def _list(args) -> int:
+    """Every registered key: aliases, kind, parameters (and hyper-parameters with defaults)."""
+    import json
+    from .docs import _lowered
+    from .registry import REGISTRY
+    from . import library  # noqa: F401  (fills the registry)
+    entries = []
+    for d in sorted(REGISTRY.definitions(), key=lambda d: (not d.builtin, d.key)):
+        ir, plan = _lowered(d.key, REGISTRY.generation)
+        entries.append({
+            "key": d.key, "aliases": list(d.aliases), "description": d.description,
+            "kind": "row-wise" if plan.rowwise else "elementwise",
+            "parameters": [p.name for p in d.params],
+            "arguments": {h.name: h.default for h in d.hyper},
+            "custom": not d.builtin})
+    if args.json:
+        print(json.dumps(entries, indent=1))
+        return 0
+    width = max(len(e["key"]) for e in entries)
+    for e in entries:
+        extras = []
+        if e["aliases"]:
+            extras.append("aliases " + ", ".join(e["aliases"]))
+        if e["parameters"]:
+            extras.append("learnable " + ", ".join(e["parameters"]))
+        if e["arguments"]:
+            extras.append(", ".join(f"{k}={v:g}" for k, v in e["arguments"].items()))
+        print(f"{e['key']:<{width}}  {e['kind']:<11}  {e['description']}"
+              + (f"  [{'; '.join(extras)}]" if extras else ""))
     return 0
 
 
@@ -112,6 +166,10 @@ def _bench(args) -> int:
         rows, units = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
         raise ActdslError(f"--size must look like 1024x1024, not {args.size!r}") from None
+    if rows < 1 or units < 1:
+        raise ActdslError(f"--size needs at least one row and one unit, not {args.size!r}")
+    if args.repeat < 1:
+        raise ActdslError(f"--repeat must be at least 1, not {args.repeat}")
     k = compile_spec(args.spec, backend=args.backend)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(rows, units)).astype(args.dtype)
@@ -174,50 +232,66 @@ def _docs(args) -> int:
     return 0
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Help that states every option's default."""
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="actdsl", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from . import __version__
+    parser = argparse.ArgumentParser(prog="actdsl", description=__doc__, formatter_class=_Help)
+    parser.add_argument("--version", action="version", version=f"actdsl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name, help_, run):
-        p = sub.add_parser(name, help=help_, description=help_)
+        p = sub.add_parser(name, help=help_, description=help_, formatter_class=_Help)
         p.set_defaults(run=run)
         return p
 
+    def spec(p):
+        p.add_argument("spec", help="an activation spec, e.g. 'tanh+norm:z' or 'prelu(r=0.1)'")
+
+    def backend(p, default, choices=BACKENDS):
+        p.add_argument("--backend", default=default, choices=choices, help="code generator")
+
     p = add("demo", "compile a few specs, check their gradients, print the seed table", _demo)
-    p.add_argument("--backend", default="numpy", choices=["numpy", "numba"])
+    backend(p, "numpy", ["numpy", "numba"])
+    p = add("list", "every registered activation: key, aliases, kind, parameters", _list)
+    p.add_argument("--json", action="store_true", help="one JSON list instead of text")
     p = add("show", "canonical form, formula, derivative and parameters of SPEC", _show)
-    p.add_argument("spec")
-    p.add_argument("--backend", default="numpy", choices=BACKENDS)
+    spec(p)
+    backend(p, "numpy")
+    p.add_argument("--latex", action="store_true", help="formulas as LaTeX instead of plain text")
     p = add("compile", "print the source actdsl generates for SPEC", _compile)
-    p.add_argument("spec")
-    p.add_argument("--backend", default="numpy", choices=BACKENDS)
+    spec(p)
+    backend(p, "numpy")
     p = add("latex", "LaTeX of SPEC (or of its derivative)", _latex)
-    p.add_argument("spec")
-    p.add_argument("--derivative", action="store_true")
+    spec(p)
+    p.add_argument("--derivative", action="store_true",
+                   help="g'(z), or the Jacobian entry of a row-wise spec")
     p = add("check", "check SPEC symbolically, against mpmath and by finite differences", _check)
-    p.add_argument("spec")
+    spec(p)
     p.add_argument("--backend", action="append", choices=BACKENDS,
-                   help="repeatable; default numpy and numba")
+                   help="repeatable; when not given: numpy and numba")
     p.add_argument("--dtype", action="append", choices=["float32", "float64"],
-                   help="repeatable; default both")
+                   help="repeatable; when not given: both")
     p.add_argument("--full", action="store_true", help="every binade of the dtype (slow)")
     p = add("table", "the activation table", _table)
-    p.add_argument("--format", default="markdown", choices=["markdown", "rst", "latex", "html"])
+    p.add_argument("--format", default="markdown", choices=["markdown", "rst", "latex", "html"],
+                   help="output format")
     p.add_argument("--seed", action="store_true", help="only the seed's 19 keys")
     p = add("plot", "draw g and g' of SPEC to a file", _plot)
-    p.add_argument("spec")
-    p.add_argument("-o", "--output", required=True, help="PNG, SVG or PDF file")
-    p.add_argument("--lo", type=float, default=-5.0)
-    p.add_argument("--hi", type=float, default=5.0)
+    spec(p)
+    p.add_argument("-o", "--output", required=True, help="PNG, SVG or PDF file (required)")
+    p.add_argument("--lo", type=float, default=-5.0, help="left end of the z range")
+    p.add_argument("--hi", type=float, default=5.0, help="right end of the z range")
     p = add("bench", "time forward and VJP of SPEC against a memory copy", _bench)
-    p.add_argument("spec")
-    p.add_argument("--backend", default="numba", choices=BACKENDS)
-    p.add_argument("--size", default="1024x1024", help="ROWSxUNITS (default 1024x1024)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    p.add_argument("--repeat", type=int, default=15)
+    spec(p)
+    backend(p, "numba")
+    p.add_argument("--size", default="1024x1024", help="ROWSxUNITS")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="array dtype")
+    p.add_argument("--repeat", type=int, default=15, help="timed calls; the median is reported")
     p = add("docs", "regenerate the reference page (table and gallery) in OUTDIR", _docs)
-    p.add_argument("outdir")
+    p.add_argument("outdir", help="directory to write README.md, activations.* and gallery/ into")
     return parser
 
 

@@ -181,7 +181,9 @@ _add("leaky_relu", "relu with a fixed leak",
 _elementwise("relu6", "relu capped at 6", lambda u: clip(u, 0, 6), lambda u: sp.Min(sp.Max(0, u), 6))
 _add("hardtanh", "hard hyperbolic tangent", lambda u, h, p: clip(u, h["min_val"], h["max_val"]),
      lambda u, h, p: sp.Max(h["min_val"], sp.Min(h["max_val"], u)),
-     hyper=(Hyper("min_val", -1.0), Hyper("max_val", 1.0)))
+     hyper=(Hyper("min_val", -1.0), Hyper("max_val", 1.0)),
+     extra={"check": lambda h: None if h["min_val"] < h["max_val"] else
+            f"min_val ({h['min_val']:g}) must be below max_val ({h['max_val']:g})"})
 _elementwise("hardsigmoid", "hard sigmoid", lambda u: clip(u, -3, 3) / 6 + sp.Rational(1, 2),
              lambda u: sp.Max(0, sp.Min(1, u / 6 + sp.Rational(1, 2))))
 _elementwise("hardswish", "hard swish", lambda u: u * (clip(u, -3, 3) / 6 + sp.Rational(1, 2)),

@@ -128,6 +128,9 @@ def _arguments(d: Definition, term: Term, where: str) -> tuple[dict, dict]:
             raise ParameterError(msg + _where(where))
     if d.count_hyper:
         hyper[d.count_hyper] = _check_hyper(d, d.hyper_named(d.count_hyper), hyper[d.count_hyper], where)
+    problem = d.extra.get("check", lambda h: None)(hyper)  # a rule between arguments
+    if problem:
+        raise ParameterError(f"{d.key}: {problem}{_where(where)}")
     return hyper, fixed
 
 

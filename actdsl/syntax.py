@@ -9,6 +9,8 @@ import functools
 import math
 import sys
 
+import re
+
 from lark import Lark, Token, Transformer, v_args, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from lark.exceptions import VisitError
@@ -156,6 +158,9 @@ def parse(text: str) -> Spec:
     try:
         tree = _parser().parse(text)
     except UnexpectedCharacters as e:
+        habit = _pytorch_habit(text, e.pos_in_stream)
+        if habit:
+            raise SpecSyntaxError(habit, text, e.line, e.column) from None
         raise SpecSyntaxError(f"unexpected character {text[e.pos_in_stream]!r}; expected "
                               f"{_expected(e.allowed or ())}", text, e.line, e.column) from None
     except UnexpectedEOF as e:
@@ -168,6 +173,9 @@ def parse(text: str) -> Spec:
             line, col = _end_position(text)
             raise SpecSyntaxError(f"the spec ends too early; expected {_expected(e.expected)}",
                                   text, line, col) from None
+        habit = _pytorch_habit(text, tok.start_pos)
+        if habit:
+            raise SpecSyntaxError(habit, text, tok.line, tok.column) from None
         raise SpecSyntaxError(f"unexpected {str(tok)[:40]!r}; expected {_expected(e.expected)}",
                               text, tok.line, tok.column) from None
     except UnexpectedInput as e:  # pragma: no cover - lark's remaining kinds
@@ -181,6 +189,42 @@ def parse(text: str) -> Spec:
             raise SpecSyntaxError(e.orig_exc.message, text, getattr(tok, "line", 1),
                                   getattr(tok, "column", 1)) from None
         raise
+
+
+_CALL = re.compile(r"([A-Za-z_][\w:-]*)\s*\(([^()]*)$")
+_TEXT_ARG = re.compile(r"(\w+)\s*=\s*$")
+_QUOTED = re.compile(r"""\s*(["'])([^"']*)\1""")
+
+
+def _pytorch_habit(text: str, pos: int) -> str | None:
+    """A message for what PyTorch users write: positional arguments (``leaky_relu(0.2)``) and
+    text arguments (``gelu(approximate="tanh")``); None for other mistakes."""
+    from . import library  # noqa: F401  (fills the registry)
+    from .registry import REGISTRY
+    call = _CALL.search(text[:pos])
+    if call is None or call.group(1).lower() not in REGISTRY:
+        return None
+    d = REGISTRY.lookup(call.group(1))
+    inside = call.group(2)
+    quoted = _QUOTED.match(text, pos)
+    named = _TEXT_ARG.search(inside)
+    if quoted and named:
+        variant = f"{d.key}:{quoted.group(2).lower()}"
+        if variant in REGISTRY:
+            return (f"arguments are numbers, not text: for PyTorch's {named.group(1)}="
+                    f"{quoted.group(1)}{quoted.group(2)}{quoted.group(1)} write {variant!r}")
+        return f"arguments are numbers, not text ({named.group(1)}=...)"
+    if text[pos:pos + 1] in "-+.0123456789" and not _TEXT_ARG.search(inside):
+        index = inside.count(",")
+        names = [h.name for h in d.hyper] + [p.name for p in d.params]
+        value = re.match(r"[-+.\w]+", text[pos:])
+        shown = value.group(0) if value else "..."
+        if index < len(names):
+            return (f"arguments are keywords: write {d.key}({names[index]}={shown}) "
+                    f"({d.key}'s arguments: {', '.join(names)})")
+        return f"arguments are keywords, and {d.key!r} takes " + (
+            f"only {', '.join(names)}" if names else "none")
+    return None
 
 
 def _check_nesting(text: str) -> None:

@@ -15,9 +15,9 @@ import sympy as sp
 from sympy.printing.mathml import MathMLPresentationPrinter
 
 from .backends.latex import _means, to_latex
-from .derive import derivative as elementwise_derivative, jacobian_entry
 from .errors import ActdslError
 from .registry import REGISTRY
+from .textbook import formulas, where
 
 #: the theanets page's 19 keys, in its order
 SEED_KEYS = ("linear", "sigmoid", "logistic", "tanh", "softplus", "softmax", "relu", "rect:max",
@@ -43,6 +43,8 @@ class Row:
     note: str
     seed: bool
     custom: bool
+    #: (symbol, meaning) for the formulas' named constants ("= 1.0507...") and y, s, a_1
+    symbols: tuple = ()
 
     @property
     def kind(self) -> str:
@@ -54,27 +56,45 @@ class Row:
     def latex_derivative(self) -> str:
         return to_latex(self.derivative, index="l" if self.rowwise else None)
 
+    def where_latex(self) -> list[tuple[str, str]]:
+        """The symbols' LaTeX and their meanings, for a "where" line under the formulas."""
+        return [(to_latex(sym), text) for sym, text in self.symbols]
+
+    def where_text(self) -> str:
+        """Plain text: "α = 1.6732632423543772848, λ = 1.0507009873554804934"."""
+        return ", ".join(f"{_plain(sym)}{_sep(text)}" for sym, text in self.symbols)
+
+
+_GREEK = {"alpha": "α", "lambda": "λ", "varepsilon": "ε", "epsilon": "ε"}
+
+
+def _sep(text: str) -> str:
+    """ " = 1.05" for a constant's value, ": the output" for a meaning."""
+    return f" {text}" if text.startswith("=") else f": {text}"
+
+
+def _plain(sym) -> str:
+    return _GREEK.get(sym.name, sym.name)
+
 
 def rows() -> list[Row]:
     """The table's rows: the seed's 19 keys first, in the seed's order, then the rest by key."""
     from . import library  # noqa: F401  (fills the registry)
-    from .docs import _lowered
     defs = REGISTRY.definitions()
     order = {k: i for i, k in enumerate(SEED_KEYS)}
     defs.sort(key=lambda d: (order.get(d.key, len(order)), not d.builtin, d.key))
     out = []
     for d in defs:
         try:
-            ir, plan = _lowered(d.key, REGISTRY.generation)
+            f = formulas(d.key)
         except ActdslError as e:  # a custom activation that needs arguments
             raise ActdslError(f"cannot tabulate {d.key!r}: {e}") from None
-        deriv = jacobian_entry(plan) if plan.rowwise else elementwise_derivative(ir)
         params = "; ".join(f"{p.name}: {p.description}" for p in d.params) or "none"
         hyper = ", ".join(f"{h.name}={h.default:g}" for h in d.hyper)
         if hyper:
             params = f"{params} (arguments: {hyper})" if d.params else f"arguments: {hyper}"
-        out.append(Row(d.key, tuple(d.aliases), d.description, plan.rowwise, ir.display, deriv,
-                       params, d.note, d.key in order, not d.builtin))
+        out.append(Row(d.key, tuple(d.aliases), d.description, f.rowwise, f.g, f.dg,
+                       params, d.note, d.key in order, not d.builtin, tuple(where(f))))
     return out
 
 
@@ -109,11 +129,17 @@ def _markdown(rs) -> str:
     for r in rs:
         lines.append(f"| `{r.key}` | {', '.join(f'`{a}`' for a in r.aliases)} | "
                      f"{_md_text(r.description)} | {_md_math(r.latex())} | "
-                     f"{_md_math(r.latex_derivative())} | {_md_text(r.parameters)} | {r.kind} |")
+                     f"{_md_math(r.latex_derivative())} | {_md_text(r.parameters)}{_md_where(r)} | "
+                     f"{r.kind} |")
     lines += ["", "For row-wise keys g'(z) is the Jacobian entry ∂y_i/∂z_j (δ: Kronecker delta; "
                   "Σ_l sums over the row).", "", f"**Seed corrections.** {SEED_NOTE}", ""]
     lines += [f"- `{k}`: {_md_text(n)}" for k, n in _notes(rs)]
     return "\n".join(lines) + "\n"
+
+
+def _md_where(r) -> str:
+    parts = [f"{_md_math(s)}{_sep(_md_text(text))}" for s, text in r.where_latex()]
+    return f"; where {', '.join(parts)}" if parts else ""
 
 
 # -- reStructuredText --------------------------------------------------------------------------
@@ -128,11 +154,16 @@ def _rst(rs) -> str:
     for r in rs:
         lines += [f"   * - ``{r.key}``", f"     - {', '.join(f'``{a}``' for a in r.aliases)}",
                   f"     - {_rst_cell(r.description)}", f"     - :math:`{r.latex()}`",
-                  f"     - :math:`{r.latex_derivative()}`", f"     - {_rst_cell(r.parameters)}",
+                  f"     - :math:`{r.latex_derivative()}`", f"     - {_rst_cell(r.parameters)}{_rst_where(r)}",
                   f"     - {r.kind}"]
     lines += ["", f"Seed corrections: {SEED_NOTE}", ""]
     lines += [f"* ``{k}``: {_rst_cell(n)}" for k, n in _notes(rs)]
     return "\n".join(lines) + "\n"
+
+
+def _rst_where(r) -> str:
+    parts = [f":math:`{s}`{_sep(_rst_cell(text))}" for s, text in r.where_latex()]
+    return f"; where {', '.join(parts)}" if parts else ""
 
 
 # -- LaTeX -----------------------------------------------------------------------------------------
@@ -145,11 +176,15 @@ def _tex_text(text: str) -> str:
 
 
 def _latex(rs) -> str:
-    lines = [r"\begin{longtable}{lllll}", r"key & description & $g(z)$ & $g'(z)$ & kind \\",
+    lines = [r"\begin{longtable}{lllllll}",
+             r"key & aliases & description & $g(z)$ & $g'(z)$ & parameters & kind \\",
              r"\hline", r"\endhead"]
     for r in rs:
-        lines.append(rf"\texttt{{{_tex_text(r.key)}}} & {_tex_text(r.description)} & "
-                     rf"${r.latex()}$ & ${r.latex_derivative()}$ & {r.kind} \\")
+        aliases = ", ".join(rf"\texttt{{{_tex_text(a)}}}" for a in r.aliases)
+        where = "".join(f"; where ${s}${_sep(_tex_text(text))}" for s, text in r.where_latex())
+        lines.append(rf"\texttt{{{_tex_text(r.key)}}} & {aliases} & {_tex_text(r.description)} & "
+                     rf"${r.latex()}$ & ${r.latex_derivative()}$ & "
+                     rf"{_tex_text(r.parameters)}{where} & {r.kind} \\")
     lines.append(r"\end{longtable}")
     lines += ["", rf"\paragraph{{Seed corrections.}} {_tex_text(SEED_NOTE)}"]
     return "\n".join(lines) + "\n"
@@ -260,6 +295,11 @@ def mathml(expr: sp.Expr) -> str:
     return f'<math display="inline">{body}</math>'
 
 
+def _html_where(r) -> str:
+    parts = [f"{mathml(sym)}{html.escape(_sep(text))}" for sym, text in r.symbols]
+    return f"; where {', '.join(parts)}" if parts else ""
+
+
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.35em .6em;vertical-align:top}
 th{background:#f3f3f3}tr.seed td:first-child{font-weight:bold}code{font-size:95%}
@@ -280,7 +320,8 @@ def _html(rs) -> str:
         out.append(f"<tr{cls}><td><code>{e(r.key)}</code></td>"
                    f"<td>{', '.join(f'<code>{e(a)}</code>' for a in r.aliases)}</td>"
                    f"<td>{e(r.description)}</td><td>{mathml(r.formula)}</td>"
-                   f"<td>{mathml(r.derivative)}</td><td>{e(r.parameters)}</td><td>{r.kind}</td></tr>")
+                   f"<td>{mathml(r.derivative)}</td><td>{e(r.parameters)}{_html_where(r)}</td>"
+                   f"<td>{r.kind}</td></tr>")
     out.append("</tbody></table>")
     out.append(f"<h2>Seed corrections</h2><p>{e(SEED_NOTE)}</p><ul class=\"notes\">")
     out += [f"<li><code>{e(k)}</code>: {e(n)}</li>" for k, n in _notes(rs)]

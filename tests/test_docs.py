@@ -41,7 +41,7 @@ SEED_LATEX = {
     "sigmoid": r"\frac{1}{1 + e^{- z}}",
     "softplus": r"\log\left(1 + e^{z}\right)",
     "norm:mean": r"z - \bar{z}",
-    "norm:max": r"\frac{z}{\max\left|z\right| + 10^{-8}}",
+    "norm:max": r"\frac{z}{\varepsilon + \max\left|z\right|}",
 }
 
 
@@ -86,7 +86,8 @@ def test_html_is_a_wellformed_standalone_page_with_mathml():
     p.feed(text)
     body = [r for r in p.rows if r]
     assert len(body) == len(KEYS) and all(len(r) == 7 for r in body)
-    assert p.maths == 2 * len(KEYS)
+    # g and g' per row, and one per symbol the row's "where" note names (α = ..., y_i, s)
+    assert p.maths == 2 * len(KEYS) + sum(len(r.symbols) for r in rows())
     assert {r[0] for r in body} == set(KEYS)
 
 

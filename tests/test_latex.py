@@ -15,9 +15,9 @@ EXPECTED = {
     "rect:min": r"\min\left(1, z\right)",
     "trel": r"\max\left(0, \min\left(1, z\right)\right)",
     "norm:mean": r"z - \bar{z}",
-    "norm:max": r"\frac{z}{\max\left|z\right| + 10^{-8}}",
-    "norm:std": r"\frac{z}{\sqrt{\overline{\left(z - \bar{z}\right)^{2}}} + 10^{-8}}",
-    "norm:z": r"\frac{z - \bar{z}}{\sqrt{\overline{\left(z - \bar{z}\right)^{2}}} + 10^{-8}}",
+    "norm:max": r"\frac{z}{\varepsilon + \max\left|z\right|}",
+    "norm:std": r"\frac{z}{\varepsilon + \sqrt{\overline{\left(z - \bar{z}\right)^{2}}}}",
+    "norm:z": r"\frac{z - \bar{z}}{\varepsilon + \sqrt{\overline{\left(z - \bar{z}\right)^{2}}}}",
     "prelu": r"\max\left(0, z\right) - \max\left(0, - r z\right)",
     "maxout:2": r"\max\left(b_{0} + m_{0} z, b_{1} + m_{1} z\right)",
 }

@@ -49,6 +49,9 @@ class ActdslLatexPrinter(LatexPrinter):
         return self._power(rf"\sum{sub} {self.parenthesize(self._row_body(e.args[0]), 1000)}", exp)
 
     def _print_RowMean(self, e, exp=None):
+        if e.args[0] == z:  # the row's mean is one number: z̄, not z̄_l
+            text = r"\bar{z}"
+            return text if exp is None else f"{text}^{{{exp}}}"
         body = self._row_body(e.args[0])
         if isinstance(body, sp.Symbol):
             text = rf"\bar{{{self._print(body)}}}"
@@ -64,6 +67,21 @@ class ActdslLatexPrinter(LatexPrinter):
 
     _print_RowMax = _row_max
     _print_RowShift = _row_max
+
+    def _print_Add(self, expr, order=None):
+        """Terms with a plus sign first: δ_ij − y_j, not −y_j + δ_ij."""
+        terms = list(self._as_ordered_terms(expr, order=order))
+        terms.sort(key=lambda t: t.could_extract_minus_sign())
+        text = ""
+        for i, term in enumerate(terms):
+            if term.could_extract_minus_sign():
+                text += " - " if i else "- "
+                term = -term
+            elif i:
+                text += " + "
+            part = self._print(term)
+            text += rf"\left({part}\right)" if self._needs_add_brackets(term) else part
+        return text
 
     def _print_Rational(self, e):
         if e.p == 1 and e.q >= 10 ** 4 and str(e.q).rstrip("0") == "1":
