@@ -31,7 +31,7 @@ DEFAULTS = {
     "derivative_nodes": (200_000, "size of all derivatives together (tree nodes)"),
     "source_chars": (2_000_000, "characters of generated source"),
     "expression_depth": (200, "nesting depth of the lowered expression"),
-    "compile_seconds": (30, "seconds of symbolic work (lowering, derivatives, code generation) "
+    "compile_seconds": (120, "seconds of symbolic work (lowering, derivatives, code generation) "
                             "for one compile"),
     "branch_conditions": (64, "comparisons in the conditions of branches (tree count): "
                               "SymPy's cost grows steeply with them"),
