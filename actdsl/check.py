@@ -101,11 +101,18 @@ class MpEvaluator:
         "shifted": lambda a, b: a - b if not (mpmath.isinf(a) and a == b) else mpmath.mpf(0),
         "sqrt0": lambda u: mpmath.sqrt(u) if u >= 0 else mpmath.nan, "ncdf": mpmath.ncdf,
         "tanhshrink": lambda u: u - mpmath.tanh(u), "softsign": lambda u: u / (1 + abs(u)),
+        # a row's scale: results do not depend on it, so in exact arithmetic 1 serves (NaN for
+        # a row holding ±inf or NaN, as on every backend)
+        "pow2scale": lambda a: mpmath.mpf(1) if mpmath.isfinite(a) else mpmath.nan,
+        "scaled": lambda u, s: u / s,
+        "at_inf": lambda value, u, lneg, lpos: lpos if u == mpmath.inf else (
+            lneg if u == -mpmath.inf else value),
     }
 
-    def __init__(self, env: dict, row: list | None = None):
+    def __init__(self, env: dict, row: list | None = None, cache: dict | None = None):
         self.env = env
         self.row = row
+        self.cache = {} if cache is None else cache  # row reductions, computed once per row
 
     def __call__(self, e):
         if isinstance(e, sp.Symbol):
@@ -180,12 +187,17 @@ class MpEvaluator:
     def reduce(self, e):
         if self.row is None:
             raise ActdslError("a row reduction needs a row")
-        vals = [MpEvaluator({**self.env, z: v}, self.row)(e.args[0]) for v in self.row]
+        if e in self.cache:
+            return self.cache[e]
+        vals = [MpEvaluator({**self.env, z: v}, self.row, self.cache)(e.args[0]) for v in self.row]
         if isinstance(e, RowSum):
-            return mpmath.fsum(vals)
-        if any(mpmath.isnan(v) for v in vals):
-            return mpmath.nan
-        return max(vals)
+            value = mpmath.fsum(vals)
+        elif any(mpmath.isnan(v) for v in vals):
+            value = mpmath.nan
+        else:
+            value = max(vals)
+        self.cache[e] = value
+        return value
 
 
 def _log(v):
