@@ -7,6 +7,7 @@ on stderr; a spec error's line names its line and column.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -299,6 +300,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.run(args)
+    except BrokenPipeError:  # `actdsl list | head`: the reader left; say nothing more
+        try:  # Python's flush at exit would raise again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 0
     except ActdslError as e:
         return _error(str(e))
     except OSError as e:  # a path the user gave that cannot be written or read

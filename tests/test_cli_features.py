@@ -98,3 +98,24 @@ def test_hardtanh_bounds_must_be_ordered():
 def test_bench_refuses_empty_sizes(capsys, size):
     code, out, err = cli(capsys, "bench", "relu", "--backend", "numpy", f"--size={size}")
     assert code == 2 and "--size" in err and out == ""
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback(tmp_path):
+    """`actdsl list | head -1`: the pipe closes under the writer; exit quietly, as `ls | head`.
+    Here the reader has left before the first write, so every run meets the closed pipe."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=str(root), ACTDSL_CACHE_DIR=str(tmp_path))
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "actdsl", "list"], cwd=root, env=env,
+                              stdout=write, stderr=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(write)
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+    assert proc.returncode == 0

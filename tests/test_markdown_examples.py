@@ -1,4 +1,4 @@
-"""The python code blocks of README.md and docs/autodiff.md run as written.
+"""The python code blocks of README.md and the documentation pages named in FILES run as written.
 
 Each file's blocks run in order, in one namespace (as a reader goes down the page), in a fresh
 process (custom activations and imports do not leak into the test session). A block that fails
@@ -17,15 +17,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-FILES = ["README.md", "docs/autodiff.md"]
+FILES = ["README.md", "docs/autodiff.md", "docs/integrations.md", "docs/custom.md"]
 
 #: sha256[:12] of a block's text -> why it fails as written (README.md is not ours to edit)
-KNOWN_WRONG = {
-    "987e487b59bc": "README's PyTorch block uses x without defining a tensor (the only x on the "
-                    "page is block 1's NumPy array) and never imports torch",
-    "de4a69210166": "README's JAX block uses actdsl.jax without `import actdsl.jax` (an explicit "
-                    "optional extra), and jax and x are undefined",
-}
+KNOWN_WRONG: dict = {}
 
 RUNNER = r"""
 import json, sys, traceback
