@@ -38,7 +38,7 @@ import sympy as sp
 from .derive import to_piecewise
 from .errors import ActdslError
 from .ir import RowMax, RowReduction, RowSum, n, z
-from .stable import Primitive, to_elementary
+from .stable import Primitive, pow2scale, to_elementary
 
 DIGITS = 50
 BOUNDS = {"forward": 4.0, "derivative": 8.0, "vjp": 8.0}
@@ -475,7 +475,7 @@ def _sample_points(expr, rng) -> list:
 
 def _symbolic_elementwise(k, values, rng) -> list:
     params = _rational_params(values)
-    forward = to_elementary(to_piecewise(k.expr)).xreplace(params)
+    forward = _textbook(k.expr).xreplace(params)
     exact = sp.diff(forward, z)                        # SymPy's own rules, textbook functions
     generated = k.plan.dout_dz.xreplace(params)        # what the backends are generated from
     results = []
@@ -514,13 +514,22 @@ def _expand_row(expr, zs: list, i: int, memo: dict):
     return inner.xreplace({z: zs[i], n: len(zs)})
 
 
+def _textbook(expr: sp.Expr) -> sp.Expr:
+    """The spec's expression in textbook functions. A row's power-of-two scale (``pow2scale``,
+    which keeps huge rows from overflowing) multiplies out exactly wherever it is used, so the
+    definition has none: it is 1 here (its floor(log2 ·) would give SymPy a floor to
+    differentiate, and nothing to learn from it)."""
+    expr = expr.replace(lambda e: isinstance(e, pow2scale), lambda e: sp.S.One)
+    return to_elementary(to_piecewise(expr))
+
+
 def _symbolic_rows(k, values, rng) -> list:
     """The plan's VJP (adjoint sums, λ, argmax routing) against SymPy's direct derivative of
     Σ_i g_i y_i(z_0..z_3) at exact rational rows, ties included."""
     size = 4
     zs = sp.symbols(f"zz0:{size}", real=True)
     params = _rational_params(values)
-    expr = to_elementary(to_piecewise(k.expr)).xreplace(params)
+    expr = _textbook(k.expr).xreplace(params)
     memo: dict = {}
     ys = [_expand_row(expr, zs, i, memo) for i in range(size)]
     # dyadic rationals: exact in binary, so mpmath holds them exactly at every precision
@@ -769,7 +778,7 @@ def _finite_differences(k, values, dtype, rng, count: int = 100) -> FiniteDiffer
     eps = float(np.finfo(dtype).eps)
     kp = _kernel_params(values, dtype)
     bound = 50 * eps ** (2 / 3)
-    kinks = [float(b) for b in _boundaries(to_elementary(to_piecewise(k.expr)))] + [0.0] if not k.rowwise else []
+    kinks = [float(b) for b in _boundaries(_textbook(k.expr))] + [0.0] if not k.rowwise else []
     if not k.rowwise:
         xs = []
         while len(xs) < count:
