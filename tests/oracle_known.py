@@ -1,6 +1,6 @@
 """Cases of tests/test_oracle.py that the current code fails (issue 15), by pytest id.
 
-Each is marked xfail(strict=True): when a fix lands the case XPASSes, which fails the run, and
+Each is marked xfail (strict under ORACLE_STRICT=1, see test_oracle.py): when a fix lands the case XPASSes, and
 its id is to be removed here. Grouped by cause; the reason is what the mark says.
 """
 
