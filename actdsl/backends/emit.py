@@ -135,9 +135,10 @@ class Emitter:
             return self.number(e)
         if isinstance(e, (BooleanTrue, BooleanFalse)):
             return "True" if e else "False"
-        # by class name only for SymPy's own classes: a user's function named "Add" or "counter"
-        # must not reach _Add or the emitter's _counter
-        own = (type(e).__module__ or "").startswith("sympy.") and not isinstance(type(e), UndefinedFunction)
+        # by class name only for SymPy's own classes and actdsl's primitives (at_inf): a user's
+        # function named "Add" or "counter" must not reach _Add or the emitter's _counter
+        own = (((type(e).__module__ or "").startswith("sympy.") or isinstance(e, Primitive))
+               and not isinstance(type(e), UndefinedFunction))
         method = getattr(self, "_" + type(e).__name__, None) if own else None
         if method is not None:
             return method(e)
