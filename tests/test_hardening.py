@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 import sympy as sp
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, seed, settings, strategies as st
 
 import actdsl
 from actdsl import budget
@@ -219,7 +219,11 @@ EXPRS = st.recursive(
     max_leaves=8)
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+# a fixed seed, not CI's derandomize: under derandomize, Hypothesis 6.170 loops forever in its
+# engine on this strategy (before the test body runs; seen in CI and here)
+@seed(20261201)
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck),
+          derandomize=False)
 @given(EXPRS, st.sampled_from(["numpy", "numba"]))
 def test_fuzz_custom_activations_raise_only_actdsl_errors(expr, backend):
     t = time.perf_counter()
