@@ -41,6 +41,7 @@ _warned: set[str] = set()
 #: module name -> (file path, users): modules loaded from the cache directory, whose Numba files
 #: are checked before and sealed after each compile; users count the kernels holding one
 _on_disk: dict[str, list] = {}
+_shared: set[str] = set()  # names of modules loaded with shared=True
 _key_cache: dict[str, bytes | None] = {}
 NUMBA_SUFFIXES = (".nbi", ".nbc")
 
@@ -163,8 +164,9 @@ def _mac(key: bytes, path: Path, data: bytes) -> bytes:
     return hmac.new(key, path.name.encode() + b"\0" + data, hashlib.sha256).hexdigest().encode()
 
 
-def load(source: str) -> types.ModuleType:
-    """Import ``source`` from the cache directory (writing it if missing or damaged)."""
+def load(source: str, shared: bool = False) -> types.ModuleType:
+    """Import ``source`` from the cache directory (writing it if missing or damaged).
+    ``shared``: helpers that every kernel's first call may compile (see numba_compiling)."""
     from .backends.emit import check_generated
     source = check_generated(source)  # before anything is written or run
     key = source_key(source)
@@ -200,6 +202,8 @@ def load(source: str) -> types.ModuleType:
                            "this.")
             module = _import_memory(name, source)
         sys.modules[name] = module
+        if shared:
+            _shared.add(name)
         return module
 
 
@@ -267,11 +271,15 @@ def _seal(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def numba_compiling():
+def numba_compiling(*modules: types.ModuleType):
     """Around anything that may make Numba read or write its cache files (a kernel's first call,
-    making a ufunc): files are checked before and sealed after."""
+    making a ufunc): files are checked before and sealed after. ``modules``: the generated
+    modules whose functions may compile now; the shared helpers (``load(..., shared=True)``,
+    vmath) are always included; none given: every module on disk. (Checking every module at
+    every first call listed the cache folder once per module: quadratic, minutes in a test run.)"""
     with _lock:
-        paths = [entry[0] for entry in _on_disk.values()]
+        names = ({m.__name__ for m in modules} | _shared) if modules else set(_on_disk)
+        paths = [_on_disk[n][0] for n in sorted(names) if n in _on_disk]
         for path in paths:
             _scrub_numba_cache(path)
     try:

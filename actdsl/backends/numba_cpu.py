@@ -202,19 +202,42 @@ def _expensive(e) -> bool:
 def _outer_calls(expr: sp.Expr, constants: frozenset = frozenset()) -> list[sp.Expr]:
     """Outermost expensive calls in ``expr`` that vary along the row (an exp inside a sigmoid
     is not counted apart; a call of row constants only, like sqrt of a variance, is left to
-    LLVM to hoist)."""
-    found = []
+    LLVM to hoist), each once, in the order a depth-first walk meets them.
 
-    def walk(e):
+    Each distinct subexpression is visited once: a derivative shares subexpressions, and
+    walking it as a tree (or asking SymPy's uncached ``free_symbols`` at every call) took
+    minutes on a long composition's Jacobian."""
+    found, seen = [], set()
+    varies: dict = {}
+    stack = [expr]
+    while stack:
+        e = stack.pop()
+        if e in seen:
+            continue
+        seen.add(e)
         if _expensive(e):
-            if e.free_symbols - constants:
+            if _varies(e, constants, varies):
                 found.append(e)
-            return
-        for a in e.args:
-            walk(a)
-
-    walk(expr)
+            continue
+        stack.extend(reversed(e.args))
     return found
+
+
+def _varies(expr, constants: frozenset, memo: dict) -> bool:
+    """Whether ``expr`` holds a symbol that is not in ``constants`` (memoized over ``memo``)."""
+    stack = [(expr, False)]
+    while stack:
+        e, done = stack.pop()
+        if e in memo:
+            continue
+        if isinstance(e, sp.Symbol):
+            memo[e] = e not in constants
+        elif done or not e.args:
+            memo[e] = any(memo[a] for a in e.args)
+        else:
+            stack.append((e, True))
+            stack.extend((a, False) for a in e.args if a not in memo)
+    return memo[expr]
 
 
 class Storage:
@@ -590,7 +613,7 @@ class Runner:
         if not self.flat:
             return None
         if self._ufunc is None:
-            with collector_paused(), cache.numba_compiling():
+            with collector_paused(), cache.numba_compiling(self.module):
                 made = self.module.make_ufunc()
             self._ufunc = getattr(made, "ufunc", made)  # Numba wraps the np.ufunc in a DUFunc
         return self._ufunc
@@ -601,7 +624,7 @@ class Runner:
         if self.flat:
             return None
         if self._gufunc is None:
-            with collector_paused(), cache.numba_compiling():
+            with collector_paused(), cache.numba_compiling(self.module):
                 made = self.module.make_gufunc()
             self._gufunc = getattr(made, "ufunc", made)
         return self._gufunc
@@ -644,16 +667,22 @@ class Runner:
             cols += [v[:, i] for i in range(p.shape[0])] if p.shape else [v]
         return [np.ascontiguousarray(c) for c in cols]
 
+    def _fast_setup(self, x, axis, out, params, specs, kernel):
+        """(parameter columns, output array) for a fast call, or (None, None) where the general
+        path must decide."""
+        if not self._fast_ok(x, axis, kernel):
+            return None, None
+        cols = self._fast_columns(x, params, specs) if specs or params else []
+        res = None if cols is None else self._fast_out(x, out)
+        return cols, res
+
     def fast_forward(self, x: np.ndarray, axis, out, params: dict, specs):
         """The forward of a small float array, or None where the general path must decide.
         ``specs``: the kernel's parameters (``Kernel.params``), ``params`` the values given.
         A (32, 128) float32 call spent most of its time in per-call work (checks, chunking,
         closures, the thread pool's bookkeeping), not in the kernel."""
         kernel = self._forward_kernel
-        if not self._fast_ok(x, axis, kernel):
-            return None
-        cols = self._fast_columns(x, params, specs) if specs or params else []
-        y = None if cols is None else self._fast_out(x, out)
+        cols, y = self._fast_setup(x, axis, out, params, specs, kernel)
         if y is None:
             return None
         if self.flat:
@@ -668,10 +697,9 @@ class Runner:
         """dL/dx for small float arrays x and g of one shape and dtype, or None."""
         kernel = self._vjp_kernel
         if type(g) is not np.ndarray or g.shape != x.shape or g.dtype != x.dtype \
-                or not g.flags.c_contiguous or not self._fast_ok(x, axis, kernel):
+                or not g.flags.c_contiguous:
             return None
-        cols = self._fast_columns(x, params, specs) if specs or params else []
-        dx = None if cols is None else self._fast_out(x, out)
+        cols, dx = self._fast_setup(x, axis, out, params, specs, kernel)
         if dx is None:
             return None
         if self.flat:
@@ -690,7 +718,7 @@ class Runner:
         if key in self._called:
             parallel.run(kernel, args_for_chunk, parts)
             return
-        with collector_paused(), cache.numba_compiling():
+        with collector_paused(), cache.numba_compiling(self.module):
             parallel.run(kernel, args_for_chunk, parts)
         self._called.add(key)
 

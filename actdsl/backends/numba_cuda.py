@@ -683,8 +683,11 @@ def _launch(dispatcher, grid: tuple, stream, *args):
     falls back to Numba's launch if anything differs."""
     overloads = getattr(dispatcher, "overloads", None)
     if overloads is None or len(overloads) != 1:
+        import sys
         from .. import cache
-        with cache.numba_compiling():  # Numba reads (checked) and writes (sealed) its cache files
+        owner = sys.modules.get(getattr(getattr(dispatcher, "py_func", None), "__module__", ""))
+        with cache.numba_compiling(*filter(None, [owner])):  # Numba reads (checked) and writes
+            # (sealed) its cache files: the kernel's module's (all modules' if it is not known)
             dispatcher[grid[0], grid[1], stream](*_numba_args(args))
         return
     kernel = next(iter(overloads.values()))

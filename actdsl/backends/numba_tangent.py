@@ -124,13 +124,13 @@ class TangentRunner:
         scratch = [np.empty((self.slots, units), xt.dtype) for _ in parts]
         key = np.dtype(xt.dtype)
         kernel = self.module.jvp_rows
-        with collector_paused() if key not in self._called else _nothing():
-            parallel.run(kernel, lambda i, lo, hi: (X[lo:hi], G[lo:hi], Y[lo:hi], *cols, *dcols,
-                                                    scratch[i]), parts)
-        self._called.add(key)
+        def args(i, lo, hi):
+            return X[lo:hi], G[lo:hi], Y[lo:hi], *cols, *dcols, scratch[i]
+        if key in self._called:
+            parallel.run(kernel, args, parts)
+        else:  # the first call compiles: its cache files are checked before and sealed after
+            with collector_paused(), cache.numba_compiling(self.module):
+                parallel.run(kernel, args, parts)
+            self._called.add(key)
         return y
 
-
-def _nothing():
-    import contextlib
-    return contextlib.nullcontext()

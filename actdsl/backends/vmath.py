@@ -442,11 +442,11 @@ def _source(F, I, mant, bias, expm1_degree, exp_lo, exp_hi, up_bits, ln2_hi, ln2
 
 _F64 = cache.load(_source(np.float64, np.int64, 52, 1023, expm1_degree=19, exp_lo=-746.0,
                           exp_hi=710.0, up_bits=54, ln2_hi=6.93147180369123816490e-01,
-                          ln2_lo=1.90821492927058770002e-10))
+                          ln2_lo=1.90821492927058770002e-10), shared=True)
 DOUBLE = _F64  # the float32 module's erf and erfc compute in float64, with this module's exp
 _F32 = cache.load(_source(np.float32, np.int32, 23, 127, expm1_degree=10, exp_lo=-104.0,
                           exp_hi=89.0, up_bits=25, ln2_hi=0.693359375, ln2_lo=-2.12194440e-4,
-                          double=_F64.__name__))
+                          double=_F64.__name__), shared=True)
 #: what generated kernels name in their header: the math modules, and this file's own digest
 #: (for the intrinsics below, whose IR lands in the kernels' cached machine code)
 SOURCE_DIGEST = cache.source_key(Path(__file__).read_text(encoding="utf-8"))
