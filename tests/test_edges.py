@@ -454,3 +454,19 @@ def test_norm_z_accuracy_does_not_depend_on_the_mean():
         m = t.mean(-1, keepdim=True)
         ref = ((t - m) / (t.std(-1, unbiased=False, keepdim=True) + 1e-8)).numpy()
         assert np.abs(ref - want).max() > 10 * err.max()  # torch, the peer, is the less accurate
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("spec,at_zero,at_negzero,at_two", [
+    ("{z**-2}", INF, INF, 0.25), ("{1/z**2}", INF, INF, 0.25), ("{z**-3}", INF, -INF, 0.125)])
+def test_negative_powers_of_zero_are_infinite_not_an_exception(spec, at_zero, at_negzero, at_two,
+                                                               backend, dtype):
+    """IEEE 754: 1/(+0)**k = +inf, 1/(-0)**k = -inf for odd k. Numba raised ZeroDivisionError for
+    0.0 ** -k (whatever the error model): norm:z+softmax's VJP did on a constant row near the
+    largest float32, where its denominator's square underflows to 0."""
+    k = actdsl.compile(spec, backend=backend)
+    with np.errstate(all="ignore"):
+        y = k(np.array([0.0, -0.0, 2.0], dtype=dtype))
+    assert y.dtype == dtype
+    assert y[0] == at_zero and y[1] == at_negzero and y[2] == at_two

@@ -203,6 +203,10 @@ class Emitter:
             return f"({self.number(sp.S.One)} / {self(b)})"
         if x == 2:
             return self.square(self(b))
+        if x.is_Integer and x < 0:
+            # 1 / b**k: Numba raises ZeroDivisionError for 0.0 ** -k whatever the error model
+            # (norm:z+softmax's VJP on a constant row near the largest float32), IEEE gives inf
+            return f"({self.number(sp.S.One)} / {self._Pow(sp.Pow(b, -x, evaluate=False))})"
         if x.is_Integer and abs(x) < 2 ** 31:  # larger: a float, as Numba types no such int
             return f"({self(b)} ** {int(x)})"
         return f"({self(b)} ** {self(x)})"
