@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(BIN)/actdsl demo --backend numba
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 -q --durations=30
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q --durations=30
 
 # The optional integrations (PyTorch's CPU build, JAX, Dask, xarray), so that their tests run
 interop: $(STAMP)

@@ -46,3 +46,13 @@ def compiled(spec, backend="numpy"):
 # tests/cuda runs in its own process (Numba's simulator must be chosen before numba.cuda is
 # imported): tests/test_cuda_simulator.py starts it; on a GPU machine, `pytest tests/cuda`.
 collect_ignore = [] if os.environ.get("ACTDSL_CUDA_TESTS") else ["cuda"]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests of one spec run on one xdist worker (``make test`` uses ``--dist loadgroup``): a
+    compile is symbolic work that each process would otherwise repeat (Numba's machine code is
+    shared through the on-disk cache, SymPy's work is not)."""
+    for item in items:
+        spec = getattr(getattr(item, "callspec", None), "params", {}).get("spec")
+        if isinstance(spec, str) and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(spec))
