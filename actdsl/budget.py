@@ -80,48 +80,39 @@ def exceeded(name: str, what: str, size=None, where: str = "") -> BudgetError:
         + (f"\n{where}" if where else ""), name)
 
 
+def _fold(root, combine, memo: dict) -> int:
+    """Post-order fold over ``root``'s tree (no recursion, each distinct subexpression once):
+    ``combine(e, [values of e's args])`` gives e's value, kept in ``memo``."""
+    stack = [(root, False)]
+    while stack:
+        e, done = stack.pop()
+        if e in memo:
+            continue
+        args = e.args if isinstance(e, sp.Basic) else ()
+        if done or not args:
+            memo[e] = combine(e, [memo[a] for a in args])
+            continue
+        stack.append((e, True))
+        stack.extend((a, False) for a in args if a not in memo)
+    return memo[root]
+
+
 def tree_size(exprs, cap: int) -> int | None:
     """Nodes of ``exprs`` counted as trees, or None once the count passes ``cap`` (linear in the
-    number of distinct subexpressions)."""
+    number of distinct subexpressions: counts are clipped at cap + 1)."""
     sizes: dict = {}
     total = 0
     for root in exprs:
-        stack = [(root, False)]
-        while stack:
-            e, done = stack.pop()
-            if e in sizes:
-                continue
-            args = e.args if isinstance(e, sp.Basic) else ()
-            if done or not args:
-                s = 1 + sum(sizes[a] for a in args)
-                sizes[e] = min(s, cap + 1)
-                continue
-            stack.append((e, True))
-            stack.extend((a, False) for a in args if a not in sizes)
-        total += sizes[root]
+        total += _fold(root, lambda e, sub: min(1 + sum(sub), cap + 1), sizes)
         if total > cap:
             return None
     return total
 
 
 def tree_depth(expr, cap: int) -> int | None:
-    """Nesting depth of ``expr``, or None once it passes ``cap`` (no recursion)."""
-    depth: dict = {}
-    stack = [(expr, False)]
-    while stack:
-        e, done = stack.pop()
-        if e in depth:
-            continue
-        args = e.args if isinstance(e, sp.Basic) else ()
-        if done or not args:
-            d = 1 + max((depth[a] for a in args), default=0)
-            if d > cap:
-                return None
-            depth[e] = d
-            continue
-        stack.append((e, True))
-        stack.extend((a, False) for a in args if a not in depth)
-    return depth[expr]
+    """Nesting depth of ``expr``, or None once it passes ``cap``."""
+    depth = _fold(expr, lambda e, sub: min(1 + max(sub, default=0), cap + 1), {})
+    return depth if depth <= cap else None
 
 
 def check_expression(expr, what: str = "the lowered expression", where: str = "") -> None:
@@ -136,20 +127,10 @@ def check_expression(expr, what: str = "the lowered expression", where: str = ""
 
 def _conditions(expr, cap: int) -> int | None:
     """Relations inside ``expr`` counted as a tree, or None past ``cap``."""
-    count: dict = {}
-    stack = [(expr, False)]
-    while stack:
-        e, done = stack.pop()
-        if e in count:
-            continue
-        args = e.args if isinstance(e, sp.Basic) else ()
-        if done or not args:
-            c = int(isinstance(e, sp.core.relational.Relational)) + sum(count[a] for a in args)
-            count[e] = min(c, cap + 1)
-            continue
-        stack.append((e, True))
-        stack.extend((a, False) for a in args if a not in count)
-    return count[expr] if count[expr] <= cap else None
+    def combine(e, sub):
+        return min(int(isinstance(e, sp.core.relational.Relational)) + sum(sub), cap + 1)
+    count = _fold(expr, combine, {})
+    return count if count <= cap else None
 
 
 def check_derivatives(exprs, so_far: int = 0) -> int:

@@ -29,6 +29,18 @@ TRAIN = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "softplus": torch.nn.Soft
          "softmax": lambda: torch.nn.Softmax(dim=-1)}
 
 
+def interleaved_medians(fns, rounds):
+    """Median milliseconds of each of ``fns``, timed in turn every round (so that a noisy moment
+    of a shared machine falls on all of them alike)."""
+    times = [[] for _ in fns]
+    for _ in range(rounds):
+        for i, fn in enumerate(fns):
+            t = time.perf_counter()
+            fn()
+            times[i].append((time.perf_counter() - t) * 1e3)
+    return [statistics.median(t) for t in times]
+
+
 def _mlp(act, width: int, hidden: int):
     torch.manual_seed(0)
     return torch.nn.Sequential(torch.nn.Linear(width, hidden), act(), torch.nn.Linear(hidden, hidden),
@@ -59,13 +71,7 @@ def train(args):
                 for _ in range(3):  # warm-up (and compile)
                     step()
                 steps.append(step)
-            times = [[] for _ in steps]
-            for _ in range(args.steps):
-                for i, fn in enumerate(steps):
-                    t = time.perf_counter()
-                    fn()
-                    times[i].append((time.perf_counter() - t) * 1e3)
-            row += [statistics.median(t) for t in times]
+            row += interleaved_medians(steps, args.steps)
         print(f"{spec:<10}" + "".join(f"{v:>17.2f}" if i % 2 == 0 else f"{v:>16.2f}"
                                       for i, v in enumerate(row)), flush=True)
 
@@ -105,14 +111,7 @@ def main():
             xr = x.detach().requires_grad_(True)
             peer(xr).backward(g)
 
-        fns = [ours_f, theirs_f, ours_b, theirs_b]
-        times = [[] for _ in fns]
-        for _ in range(args.rounds):
-            for i, fn in enumerate(fns):
-                t = time.perf_counter()
-                fn()
-                times[i].append((time.perf_counter() - t) * 1e3)
-        med = [statistics.median(t) for t in times]
+        med = interleaved_medians([ours_f, theirs_f, ours_b, theirs_b], args.rounds)
         print(f"{spec:<12}{med[0]:>11.1f}{med[1]:>10.1f}{med[2]:>11.1f}{med[3]:>10.1f}", flush=True)
 
 

@@ -267,10 +267,15 @@ def _eye(n):
 # T[i][j] is the size of the terms J[i][j] is made of (|a| + |b| for J = a - b): the scale of
 # the rounding errors of any formula that computes J's terms and adds them.
 
-def _softmax_row(z):
+def _shifted_exps(z):
+    """max(z), exp(z - max) and their sum: softmax's terms, none of them overflowing."""
     m = max(z)
     e = [mp.exp(v - m) for v in z]
-    s = mp.fsum(e)
+    return m, e, mp.fsum(e)
+
+
+def _softmax_row(z):
+    _, e, s = _shifted_exps(z)
     y = [v / s for v in e]
     n = len(z)
     J = [[y[i] * ((1 if i == j else 0) - y[j]) for j in range(n)] for i in range(n)]
@@ -279,9 +284,7 @@ def _softmax_row(z):
 
 
 def _log_softmax_row(z):
-    m = max(z)
-    e = [mp.exp(v - m) for v in z]
-    s = mp.fsum(e)
+    m, e, s = _shifted_exps(z)
     p = [v / s for v in e]
     n = len(z)
     J = [[(1 if i == j else 0) - p[j] for j in range(n)] for i in range(n)]
@@ -325,30 +328,28 @@ def _norm_max(eps=_c("1e-8")):
     return f
 
 
-def _norm_std(eps=_c("1e-8")):
-    def f(z):
-        n = len(z)
-        _, sd, dsd = _mean_std(z)
-        a = sd + eps
-        J = [[(1 if i == j else 0) / a - z[i] * dsd[j] / a ** 2 for j in range(n)]
-             for i in range(n)]
-        T = [[(1 if i == j else 0) / a + abs(z[i] * dsd[j]) / a ** 2 for j in range(n)]
-             for i in range(n)]
-        return [v / a for v in z], J, T
-    return f
-
-
-def _norm_z(eps=_c("1e-8")):
+def _scaled_by_std(center, eps):
+    """(z - mean)/(std + eps) with center, z/(std + eps) without: values, Jacobian, and the
+    Jacobian's terms in absolute value (its condition)."""
     def f(z):
         n = len(z)
         mu, sd, dsd = _mean_std(z)
         a = sd + eps
-        J = [[((1 if i == j else 0) - ONE / n) / a - (z[i] - mu) * dsd[j] / a ** 2
+        c, off = (mu, ONE / n) if center else (0, 0)
+        J = [[((1 if i == j else 0) - off) / a - (z[i] - c) * dsd[j] / a ** 2
               for j in range(n)] for i in range(n)]
-        T = [[abs((1 if i == j else 0) - ONE / n) / a + abs((z[i] - mu) * dsd[j]) / a ** 2
+        T = [[abs((1 if i == j else 0) - off) / a + abs((z[i] - c) * dsd[j]) / a ** 2
               for j in range(n)] for i in range(n)]
-        return [(v - mu) / a for v in z], J, T
+        return [(v - c) / a for v in z], J, T
     return f
+
+
+def _norm_std(eps=_c("1e-8")):
+    return _scaled_by_std(False, eps)
+
+
+def _norm_z(eps=_c("1e-8")):
+    return _scaled_by_std(True, eps)
 
 
 ROWWISE = {
