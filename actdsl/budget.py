@@ -80,7 +80,7 @@ def exceeded(name: str, what: str, size=None, where: str = "") -> BudgetError:
         + (f"\n{where}" if where else ""), name)
 
 
-def _fold(root, combine, memo: dict) -> int:
+def fold(root, combine, memo: dict) -> int:
     """Post-order fold over ``root``'s tree (no recursion, each distinct subexpression once):
     ``combine(e, [values of e's args])`` gives e's value, kept in ``memo``."""
     stack = [(root, False)]
@@ -103,7 +103,7 @@ def tree_size(exprs, cap: int) -> int | None:
     sizes: dict = {}
     total = 0
     for root in exprs:
-        total += _fold(root, lambda e, sub: min(1 + sum(sub), cap + 1), sizes)
+        total += fold(root, lambda e, sub: min(1 + sum(sub), cap + 1), sizes)
         if total > cap:
             return None
     return total
@@ -111,7 +111,7 @@ def tree_size(exprs, cap: int) -> int | None:
 
 def tree_depth(expr, cap: int) -> int | None:
     """Nesting depth of ``expr``, or None once it passes ``cap``."""
-    depth = _fold(expr, lambda e, sub: min(1 + max(sub, default=0), cap + 1), {})
+    depth = fold(expr, lambda e, sub: min(1 + max(sub, default=0), cap + 1), {})
     return depth if depth <= cap else None
 
 
@@ -129,7 +129,7 @@ def _conditions(expr, cap: int) -> int | None:
     """Relations inside ``expr`` counted as a tree, or None past ``cap``."""
     def combine(e, sub):
         return min(int(isinstance(e, sp.core.relational.Relational)) + sum(sub), cap + 1)
-    count = _fold(expr, combine, {})
+    count = fold(expr, combine, {})
     return count if count <= cap else None
 
 

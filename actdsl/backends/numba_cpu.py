@@ -24,6 +24,7 @@ from __future__ import annotations
 import sympy as sp
 
 from .emit import Emitter, Source
+from .. import budget
 from ..derive import Plan, split_common
 from ..ir import RowMax, RowSum, n, z
 from ..stable import at_inf
@@ -216,28 +217,12 @@ def _outer_calls(expr: sp.Expr, constants: frozenset = frozenset()) -> list[sp.E
             continue
         seen.add(e)
         if _expensive(e):
-            if _varies(e, constants, varies):
+            if budget.fold(e, lambda u, sub: u not in constants if isinstance(u, sp.Symbol)
+                           else any(sub), varies):
                 found.append(e)
             continue
         stack.extend(reversed(e.args))
     return found
-
-
-def _varies(expr, constants: frozenset, memo: dict) -> bool:
-    """Whether ``expr`` holds a symbol that is not in ``constants`` (memoized over ``memo``)."""
-    stack = [(expr, False)]
-    while stack:
-        e, done = stack.pop()
-        if e in memo:
-            continue
-        if isinstance(e, sp.Symbol):
-            memo[e] = e not in constants
-        elif done or not e.args:
-            memo[e] = any(memo[a] for a in e.args)
-        else:
-            stack.append((e, True))
-            stack.extend((a, False) for a in e.args if a not in memo)
-    return memo[expr]
 
 
 class Storage:
