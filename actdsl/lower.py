@@ -42,7 +42,7 @@ def lower(spec: Spec, text: str = "") -> IR:
             continue
         d = REGISTRY.lookup(term.key, context=where)
         hyper, fixed = _arguments(d, term, where)
-        _check_pieces(d, hyper, where)
+        _check_pieces(d, hyper, where, u)
         symbols = {}
         for decl in d.params:
             shape = decl.shape(hyper)
@@ -77,15 +77,20 @@ _LARGEST = sp.Integer(int(np.finfo(np.float64).max))
 _SMALLEST = sp.Rational(1, 2 ** 1074)
 
 
-def _check_pieces(d: Definition, hyper: dict, where: str) -> None:
+def _check_pieces(d: Definition, hyper: dict, where: str, u: sp.Expr) -> None:
     """A count of pieces (maxout:k) is k(k-1)/2 comparisons (each piece against every later one,
-    the first winning ties): refused before they are built when they alone pass the budget."""
+    the first winning ties), and each holds the input: on a piecewise input SymPy folds its
+    branches into every comparison (maxout:10+maxout:10 ran for minutes in that fold). Refused
+    before they are built when comparisons x (1 + the input's conditions) pass the budget."""
     if d.count_hyper and isinstance(hyper.get(d.count_hyper), int):
         k = hyper[d.count_hyper]
+        cap = budget.limit("branch_conditions")
         comparisons = k * (k - 1) // 2
-        if comparisons > budget.limit("branch_conditions"):
-            raise budget.exceeded("branch_conditions", f"{d.key} with {k} pieces", comparisons,
-                                  where)
+        inner = budget.conditions(u, cap) if comparisons else 0
+        total = comparisons * (1 + (cap if inner is None else inner))
+        if total > cap:
+            what = f"{d.key} with {k} pieces" + (" on a piecewise input" if inner != 0 else "")
+            raise budget.exceeded("branch_conditions", what, total, where)
 
 
 def _bind_init(init, shape):

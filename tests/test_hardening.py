@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 import sympy as sp
-from hypothesis import HealthCheck, given, seed, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import actdsl
 from actdsl import budget
@@ -35,12 +35,14 @@ def refused(spec, error=actdsl.ActdslError, match=None, backend="numpy"):
     ("+".join(["norm:z"] * 8), "expression_nodes"),
     ("maxout:64", "branch_conditions"),
     ("maxout:12", "branch_conditions"),
+    # found by CI's slow-spec search: SymPy folded maxout:10's branches into the next maxout's
+    ("maxout:10+maxout:10+rect:max+maxout:32", "branch_conditions"),
     ("{" + "+".join(["z"] * CHAIN) + "}", "formula_depth"),
     ("{" + "*".join(["z"] * CHAIN) + "}", "formula_depth"),
     ("{" + "-" * CHAIN + "z}", "formula_depth"),
     ("{" + "+".join(f"z**{i}" for i in range(1, 401)) + "}", "formula_depth"),
     ("+".join(["tanh"] * 150), "terms"),
-], ids=["power tower", "lgrelu x8", "prelu x6", "norm:z x8", "maxout:64", "maxout:12", "sum chain",
+], ids=["power tower", "lgrelu x8", "prelu x6", "norm:z x8", "maxout:64", "maxout:12", "maxout:10 into maxout", "sum chain",
         "product chain", "negations", "400-term sum", "tanh x150"])
 def test_specs_over_a_budget_are_refused_naming_it(spec, budget_name):
     err = refused(spec, actdsl.BudgetError)
@@ -219,11 +221,7 @@ EXPRS = st.recursive(
     max_leaves=8)
 
 
-# a fixed seed, not CI's derandomize: under derandomize, Hypothesis 6.170 loops forever in its
-# engine on this strategy (before the test body runs; seen in CI and here)
-@seed(20261201)
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck),
-          derandomize=False)
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(EXPRS, st.sampled_from(["numpy", "numba"]))
 def test_fuzz_custom_activations_raise_only_actdsl_errors(expr, backend):
     t = time.perf_counter()
@@ -287,3 +285,52 @@ def test_slow_spec_search_runs_short(tmp_path):
     report = json.loads(out.read_text())
     assert report["search"]["tried"] >= 1 and report["search"]["worst"]["seconds"] > 0
     assert report["compositions"]["count"] == 3
+
+
+# -- the compile deadline leaves the interpreter as it found it ------------------------------
+DEADLINE_THEN_HYPOTHESIS = """
+from hypothesis import given, settings, strategies as st
+from actdsl import budget
+
+@settings(deadline=None, database=None)
+@given(st.lists(st.sampled_from("abc"), min_size=1, max_size=5), st.integers(0, 100))
+def fails(xs, n):
+    with budget.deadline():
+        pass
+    assert not (len(xs) > 3 and n > 50)
+
+try:
+    fails()
+except AssertionError:
+    print("shrunk")
+"""
+
+
+def test_a_deadline_then_a_failing_hypothesis_test_ends():
+    """budget.deadline once cleared its watchdog with PyThreadState_SetAsyncExc(thread, NULL),
+    which leaves CPython 3.11's eval breaker set for good; a failing Hypothesis test then never
+    ended (the CI hangs of stops 21 and 22). Run apart: the bug outlives the call."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", DEADLINE_THEN_HYPOTHESIS], capture_output=True,
+                         text=True, timeout=HANG)
+    assert out.returncode == 0 and "shrunk" in out.stdout, out.stderr
+
+
+def test_a_deadline_past_its_time_raises_once_and_never_later():
+    budget.set(compile_seconds=1)
+    try:
+        with pytest.raises(budget.CompileTimeout, match="compile_seconds"):
+            with budget.deadline():
+                t = time.perf_counter()
+                while time.perf_counter() - t < 5:  # Python work: interrupted at 1 s
+                    pass
+        assert time.perf_counter() - t < 3
+        with budget.deadline():  # ends in time: nothing fires, then or later
+            pass
+        t = time.perf_counter()
+        while time.perf_counter() - t < 1.5:  # Python work past the second, outside a compile
+            pass
+    finally:
+        budget.set(compile_seconds=None)
+

@@ -18,7 +18,7 @@ import actdsl
 import oracle_cases as oc
 import oracle_defs as od
 import oracle_torch as ot
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, reject, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 from oracle_known import KNOWN
 from oracle_torch import torch
@@ -363,7 +363,13 @@ def composed(draw, backend):
 
 def _check_composed(spec, x, backend):
     dtype = x.dtype
-    k = kernel(spec, backend)
+    try:
+        k = kernel(spec, backend)
+    except actdsl.BudgetError as e:
+        # a documented refusal (piecewise terms in a row multiply SymPy's branches; issue 19,
+        # pinned in test_hardening), not an accuracy question: draw another composition
+        assert e.budget in ("branch_conditions", "expression_nodes"), e
+        reject()
     dy = oc.dy_for(x.shape, dtype, seed=3)
     with np.errstate(all="ignore"):
         y, g = k(x), k.vjp(x, dy)

@@ -8,9 +8,10 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 import actdsl
+from actdsl import budget
 from actdsl.registry import REGISTRY
 
 # -- fuzzing ---------------------------------------------------------------------------------
@@ -58,17 +59,27 @@ def valid_terms(draw):
 
 @pytest.mark.parametrize("backend, examples", [("numpy", 40), ("numba", 6)])
 def test_valid_specs_compile_and_round_trip(backend, examples):
-    @settings(max_examples=examples, deadline=None, derandomize=backend == "numba")
+    @settings(max_examples=examples, deadline=None)
     @given(st.lists(valid_terms(), min_size=1, max_size=3))
     def check(terms):
         text = "+".join(terms)
         spec = actdsl.parse(text)
         assert actdsl.parse(str(spec)) == spec
-        k = actdsl.compile(text, backend=backend)
+        try:
+            k = actdsl.compile(text, backend=backend)
+        except actdsl.BudgetError as e:
+            # a refusal that names its budget is the documented outcome for a spec SymPy finds
+            # slow (norm:z(eps=1.1)+norm:z(eps=1.1)+sparse_plus ran past compile_seconds: issue 19)
+            event(f"refused: {e.budget}")
+            return
         x = np.linspace(-3, 3, 24).reshape(4, 6)
         assert k(x, **k.init_params(6)).shape == x.shape
 
-    check()
+    budget.set(compile_seconds=15)  # the backstop, tighter than its default: CI runs many
+    try:
+        check()
+    finally:
+        budget.set(compile_seconds=None)
 
 
 def test_spec_size_bounds_are_clear():
