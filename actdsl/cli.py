@@ -314,7 +314,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _error(message: str) -> int:
-    """One line on stderr (the first of the message: its position is in it), exit status 2."""
-    lines = message.strip().splitlines() or ["unknown error"]
-    print(f"actdsl: error: {lines[0]}", file=sys.stderr)
+    """One line on stderr, exit status 2: the message's first line, and where a caret picture
+    follows it (errors.caret_picture), the column it points at and the text it points into."""
+    lines = message.rstrip().splitlines() or ["unknown error"]
+    first = lines[0].strip()
+    if len(lines) >= 3 and lines[-1].strip() == "^":
+        shown, caret = lines[-2][2:], lines[-1][2:]
+        at = "" if "column" in first or shown.startswith("... ") else f"column {len(caret)} of "
+        first += f" ({at}{shown!r})"
+    print(f"actdsl: error: {first}", file=sys.stderr)
     return 2

@@ -135,11 +135,14 @@ def test_cli_help_for_every_command():
         assert "usage: actdsl " + cmd in run(cmd, "--help", check_rc=0).stdout
 
 
-def test_cli_errors_go_to_stderr_with_a_caret_and_exit_2():
+def test_cli_errors_go_to_stderr_with_their_position_on_one_line_and_exit_2():
+    """Issue 19: one line on stderr; the caret picture of the Python error becomes its column."""
     p = run("show", "tanh+nrom:z", check_rc=2)
-    assert p.stdout == "" and "did you mean 'norm:z'" in p.stderr and "^" in p.stderr
+    assert p.stdout == "" and len(p.stderr.splitlines()) == 1
+    assert "did you mean 'norm:z'" in p.stderr and "column 6 of 'tanh+nrom:z'" in p.stderr
     p = run("compile", "relu+(", check_rc=2)
-    assert "column 6" in p.stderr and "^" in p.stderr
+    assert len(p.stderr.splitlines()) == 1
+    assert "column 6" in p.stderr and "'relu+('" in p.stderr
     run("table", "--format", "pdf", check_rc=2)       # argparse: bad option
 
 
