@@ -115,17 +115,20 @@ def tree_depth(expr, cap: int) -> int | None:
     return depth if depth <= cap else None
 
 
-def check_expression(expr, what: str = "the lowered expression", where: str = "") -> None:
-    """Raise BudgetError when ``expr`` is over the size, depth or branch-condition budget."""
+def check_expression(expr, what: str = "the lowered expression", where: str = "") -> int:
+    """Raise BudgetError when ``expr`` is over the size, depth or branch-condition budget; else
+    return its branch conditions (lower's maxout check weighs the next term by them)."""
     if tree_depth(expr, limit("expression_depth")) is None:
         raise exceeded("expression_depth", what, None, where)
     if tree_size([expr], limit("expression_nodes")) is None:
         raise exceeded("expression_nodes", what, None, where)
-    if conditions(expr, limit("branch_conditions")) is None:
+    count = _conditions(expr, limit("branch_conditions"))
+    if count is None:
         raise exceeded("branch_conditions", what, None, where)
+    return count
 
 
-def conditions(expr, cap: int) -> int | None:
+def _conditions(expr, cap: int) -> int | None:
     """Relations inside ``expr`` counted as a tree, or None past ``cap``."""
     def combine(e, sub):
         return min(int(isinstance(e, sp.core.relational.Relational)) + sum(sub), cap + 1)
@@ -191,21 +194,16 @@ def deadline():
 def _absorb_pending_timeout():
     """Take delivery of a CompileTimeout fired but not yet raised, so that it surfaces from the
     compile or not at all, never in the caller's later code. It is raised at the thread's next
-    eval-breaker check (a call or a backward jump: maybe before the ``try`` below, and then it
-    leaves deadline() as the compile's error); if it was raised already, the loop runs through.
-    Clearing it with
-    ``PyThreadState_SetAsyncExc(thread, NULL)`` is no remedy: CPython 3.11 then leaves the
-    interpreter's eval breaker set for good, and the thread runs its pending-work check at every
-    call from then on; under Hypothesis it looped forever (CI's hangs of stops 21 and 22)."""
+    eval-breaker check (a call, or the loop's backward jumps below; if at the call, it leaves
+    deadline() as the compile's error); if it was raised already, the loop runs through.
+    Clearing it with ``PyThreadState_SetAsyncExc(thread, NULL)`` is no remedy: CPython 3.11 then
+    leaves the interpreter's eval breaker set for good, and under Hypothesis a failing test after
+    a compile looped forever (CI's hangs of stops 21 and 22)."""
     try:
         for _ in range(1000):
-            _nothing()
+            pass
     except CompileTimeout:
         pass
-
-
-def _nothing():
-    pass
 
 
 #: |log2| of the largest and smallest positive float64 (normal or not), with room

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import compile as compile_spec, latex
-from .errors import ActdslError
+from .errors import ActdslError, on_one_line
 
 DEMO_SPECS = ["relu", "softplus", "tanh+norm:z", "maxout:3", "prelu(r=0.1)+softmax"]
 BACKENDS = ("numpy", "numba", "cuda")
@@ -314,13 +314,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _error(message: str) -> int:
-    """One line on stderr, exit status 2: the message's first line, and where a caret picture
-    follows it (errors.caret_picture), the column it points at and the text it points into."""
-    lines = message.rstrip().splitlines() or ["unknown error"]
-    first = lines[0].strip()
-    if len(lines) >= 3 and lines[-1].strip() == "^":
-        shown, caret = lines[-2][2:], lines[-1][2:]
-        at = "" if "column" in first or shown.startswith("... ") else f"column {len(caret)} of "
-        first += f" ({at}{shown!r})"
-    print(f"actdsl: error: {first}", file=sys.stderr)
+    """One line on stderr (its position included: errors.on_one_line), exit status 2."""
+    print(f"actdsl: error: {on_one_line(message) or 'unknown error'}", file=sys.stderr)
     return 2

@@ -71,6 +71,18 @@ def caret_picture(text: str, line: int, column: int) -> str:
     return f"  {prefix}{shown}\n  {' ' * (len(prefix) + column - 1 - start)}^"
 
 
+def on_one_line(message: str) -> str:
+    """``message`` as one line: its first, and where a caret picture (above) ends it, the text
+    it points into and, unless the first line says so already, the column."""
+    lines = message.rstrip().splitlines() or [""]
+    first = lines[0].strip()
+    if len(lines) >= 3 and lines[-1].strip() == "^":
+        shown, caret = lines[-2][2:], lines[-1][2:]
+        at = "" if "column" in first or shown.startswith("... ") else f"column {len(caret)} of "
+        first += f" ({at}{shown!r})"
+    return first
+
+
 class BudgetError(ActdslError):
     """A spec whose compile would go over a budget (``budget`` names it; actdsl.budget)."""
 

@@ -32,7 +32,7 @@ def lower(spec: Spec, text: str = "") -> IR:
     for index, term in enumerate(spec.terms):
         where = caret_picture(text, *term.pos) if text and term.pos else ""
         # before each term, not after: one more term can cost many times what the last did
-        budget.check_expression(u, f"the spec up to term {index + 1}", where)
+        conditions = budget.check_expression(u, f"the spec up to term {index + 1}", where)
         if isinstance(term, Formula):
             u = formula(term.expr, u, where)
             if u.has(sp.I, sp.zoo):
@@ -42,7 +42,7 @@ def lower(spec: Spec, text: str = "") -> IR:
             continue
         d = REGISTRY.lookup(term.key, context=where)
         hyper, fixed = _arguments(d, term, where)
-        _check_pieces(d, hyper, where, u)
+        _check_pieces(d, hyper, where, conditions)
         symbols = {}
         for decl in d.params:
             shape = decl.shape(hyper)
@@ -77,19 +77,16 @@ _LARGEST = sp.Integer(int(np.finfo(np.float64).max))
 _SMALLEST = sp.Rational(1, 2 ** 1074)
 
 
-def _check_pieces(d: Definition, hyper: dict, where: str, u: sp.Expr) -> None:
+def _check_pieces(d: Definition, hyper: dict, where: str, conditions: int) -> None:
     """A count of pieces (maxout:k) is k(k-1)/2 comparisons (each piece against every later one,
     the first winning ties), and each holds the input: on a piecewise input SymPy folds its
     branches into every comparison (maxout:10+maxout:10 ran for minutes in that fold). Refused
-    before they are built when comparisons x (1 + the input's conditions) pass the budget."""
+    before they are built when comparisons x (1 + the input's ``conditions``) pass the budget."""
     if d.count_hyper and isinstance(hyper.get(d.count_hyper), int):
         k = hyper[d.count_hyper]
-        cap = budget.limit("branch_conditions")
-        comparisons = k * (k - 1) // 2
-        inner = budget.conditions(u, cap) if comparisons else 0
-        total = comparisons * (1 + (cap if inner is None else inner))
-        if total > cap:
-            what = f"{d.key} with {k} pieces" + (" on a piecewise input" if inner != 0 else "")
+        total = k * (k - 1) // 2 * (1 + conditions)
+        if total > budget.limit("branch_conditions"):
+            what = f"{d.key} with {k} pieces" + (" on a piecewise input" if conditions else "")
             raise budget.exceeded("branch_conditions", what, total, where)
 
 
