@@ -3,9 +3,8 @@
 Every expected value comes from tests/oracle_defs.py (mpmath, written from DESIGN.md's table and
 PyTorch's documentation) or from PyTorch itself; tolerances are stated in oracle_cases.py.
 Cases the code failed when the suite was written are marked xfail in oracle_known.py, one case
-each. The suite and issue 15's fixes landed together, so many marks are stale: the marks are
-strict only under ORACLE_STRICT=1, where each XPASS names a mark to delete from oracle_known.py;
-once they are pruned, strict becomes the default again.
+each. The marks are strict: a case that starts to pass fails the run and names the mark to delete
+from oracle_known.py (ORACLE_STRICT=0 relaxes them while a fix is in progress).
 """
 import functools
 import os
@@ -23,7 +22,7 @@ from hypothesis.extra import numpy as hnp
 from oracle_known import KNOWN
 from oracle_torch import torch
 
-STRICT = os.environ.get("ORACLE_STRICT") == "1"  # see the module docstring
+STRICT = os.environ.get("ORACLE_STRICT", "1") == "1"  # see the module docstring
 
 BACKENDS = ("numpy", "numba")
 DTYPES = (np.float32, np.float64)
