@@ -107,6 +107,9 @@ class MpEvaluator:
         "scaled": lambda u, s: u / s,
         "at_inf": lambda value, u, lneg, lpos: lpos if u == mpmath.inf else (
             lneg if u == -mpmath.inf else value),
+        "FirstMax": lambda *a: mpmath.nan if any(mpmath.isnan(v) for v in a) else mpmath.mpf(
+            max(range(len(a)), key=lambda i: (a[i], -i))),
+        "Pick": lambda i, *v: mpmath.nan if mpmath.isnan(i) else v[int(i)],
     }
 
     def __init__(self, env: dict, row: list | None = None, cache: dict | None = None):

@@ -57,6 +57,10 @@ def _plain_names(expr: sp.Expr, index: str | None) -> sp.Expr:
         if type(e).__name__ == "RowMean":
             return sp.Function("mean")(e.args[0].subs(z, row_z))
         if isinstance(e, Primitive):
+            kind = type(e).__name__
+            if kind in ("FirstMax", "Pick") and len(e.args) - (kind == "Pick") > 4:
+                # as branches, k(k-1)/2 comparisons: argmax(a_0, ...) and pick(i, v_0, ...)
+                return sp.Function("argmax" if kind == "FirstMax" else "pick")(*e.args)
             shown = {"sigmoid": "σ", "ncdf": "Φ"}.get(type(e).__name__)
             return sp.Function(shown)(*e.args) if shown else e.elementary()
         return e

@@ -9,10 +9,11 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 
+from . import budget
 from .ir import RowMax, RowShift, RowSum, n, row_centered, row_var_scaled
 from .registry import REGISTRY, Definition, Hyper, ParamDecl
-from .stable import (expm1, ncdf, scaled, shifted, sigmoid, softplus, softsign, sqrt0, tanh,
-                     tanhshrink)
+from .stable import (FirstMax, Pick, expm1, ncdf, scaled, shifted, sigmoid, softplus, softsign,
+                     sqrt0, tanh, tanhshrink)
 
 Pw = sp.Piecewise
 
@@ -22,22 +23,24 @@ def pos(u):
     return Pw((0, u <= 0), (u, True))
 
 
+def _small(args) -> bool:
+    return all(budget.tree_size([sp.sympify(a)], 40) is not None for a in args)
+
+
+def display_max(*args):
+    """sp.Max for the displayed forms, evaluated only on small arguments: SymPy's evaluation
+    compares its arguments pairwise (factor_terms and gcd_terms on each), which took 8 s on rect:max
+    after two maxout terms, for a form only documentation reads."""
+    return sp.Max(*args, evaluate=_small(args))
+
+
+def display_min(*args):
+    return sp.Min(*args, evaluate=_small(args))
+
+
 def clip(u, lo, hi):
     """max(lo, min(hi, u)), selecting the bound at a tie."""
     return Pw((lo, u <= lo), (hi, u >= hi), (u, True))
-
-
-def first_max(items):
-    """max of ``items``, the first one winning ties."""
-    items = list(items)
-    if len(items) == 1:
-        return items[0]
-    # SymPy's evaluation of relations and Piecewise queries assumptions pairwise, at a cost that
-    # grows exponentially with maxout's pieces; these conditions have nothing to simplify
-    lazy = len(items) > 4
-    ge = (lambda a, b: sp.GreaterThan(a, b, evaluate=False)) if lazy else (lambda a, b: a >= b)
-    branches = [(a, sp.And(*[ge(a, b) for b in items[i + 1:]])) for i, a in enumerate(items[:-1])]
-    return Pw(*branches, (items[-1], True), evaluate=not lazy)
 
 
 def row_mean_display(u):
@@ -95,15 +98,15 @@ def _softmax(u):
 _elementwise("softmax", "categorical distribution", _softmax,
              lambda u: sp.exp(u) / RowSum(sp.exp(u)),
              note="Row-wise over `axis`, shifted by the row maximum: finite for every finite row.")
-_elementwise("relu", "rectified linear", pos, lambda u: sp.Max(0, u))
+_elementwise("relu", "rectified linear", pos, lambda u: display_max(0, u))
 _elementwise("trel", "truncated rectified linear", lambda u: clip(u, 0, 1),
-             lambda u: sp.Max(0, sp.Min(1, u)), aliases=("rect:minmax",))
+             lambda u: display_max(0, display_min(1, u)), aliases=("rect:minmax",))
 _elementwise("trec", "thresholded rectified linear", lambda u: Pw((0, u <= 1), (u, True)),
              lambda u: Pw((u, u > 1), (0, True)))
 _elementwise("tlin", "thresholded linear", lambda u: Pw((0, (u >= -1) & (u <= 1)), (u, True)),
              lambda u: Pw((u, sp.Abs(u) > 1), (0, True)))
-_elementwise("rect:min", "truncation", lambda u: Pw((1, u >= 1), (u, True)), lambda u: sp.Min(1, u))
-_elementwise("rect:max", "rectification", pos, lambda u: sp.Max(0, u))
+_elementwise("rect:min", "truncation", lambda u: Pw((1, u >= 1), (u, True)), lambda u: display_min(1, u))
+_elementwise("rect:max", "rectification", pos, lambda u: display_max(0, u))
 def _norm_mean(u):
     c, s, _ = row_centered(u)
     return s * c
@@ -137,11 +140,11 @@ _GAIN = ParamDecl("g", _const(1.0), description="gain: slope for z > 0, one per 
 # negative z, which selected the wrong branch there. At z = 0 the zero branch, as max selects.
 _add("prelu", "relu with parametric leak",
      lambda u, h, p: Pw((u, u > 0), (0, sp.Eq(u, 0)), (p["r"] * u, True)),
-     lambda u, h, p: sp.Max(0, u) - sp.Max(0, -p["r"] * u), params=(_LEAK,), aliases=("leaky-relu",),
+     lambda u, h, p: display_max(0, u) - display_max(0, -p["r"] * u), params=(_LEAK,), aliases=("leaky-relu",),
      note="theanets also calls it leaky-relu; PyTorch's fixed-slope version is leaky_relu.")
 _add("lgrelu", "relu with leak and gain",
      lambda u, h, p: Pw((p["g"] * u, u > 0), (0, sp.Eq(u, 0)), (p["r"] * u, True)),
-     lambda u, h, p: sp.Max(0, p["g"] * u) - sp.Max(0, -p["r"] * u), params=(_GAIN, _LEAK),
+     lambda u, h, p: display_max(0, p["g"] * u) - display_max(0, -p["r"] * u), params=(_GAIN, _LEAK),
      aliases=("leaky-gain-relu",))
 
 
@@ -149,8 +152,13 @@ def _pieces(u, p):
     return [mi * u + bi for mi, bi in zip(p["m"], p["b"])]
 
 
-_add("maxout", "piecewise linear", lambda u, h, p: first_max(_pieces(u, p)),
-     lambda u, h, p: sp.Max(*_pieces(u, p), evaluate=len(p["m"]) <= 4),
+def _maxout(u, h, p):
+    pieces = _pieces(u, p)
+    return Pick(FirstMax(*pieces), *pieces)
+
+
+_add("maxout", "piecewise linear", _maxout,
+     lambda u, h, p: sp.Max(*_pieces(u, p), evaluate=len(p["m"]) <= 4 and _small(_pieces(u, p))),
      hyper=(Hyper("pieces", 2, integer=True, minimum=1, maximum=64, description="linear pieces"),),
      params=(ParamDecl("m", _maxout_slopes, lambda h: (h["pieces"],),
                        "slopes, pieces per unit (init evenly spaced in [-1, 1])"),
@@ -176,18 +184,18 @@ _add("celu", "continuously differentiable exponential linear",
      hyper=(Hyper("alpha", 1.0, positive=True, description="scale of the negative branch"),))
 _add("leaky_relu", "relu with a fixed leak",
      lambda u, h, p: Pw((h["negative_slope"] * u, u <= 0), (u, True)),
-     lambda u, h, p: sp.Max(0, u) + h["negative_slope"] * sp.Min(0, u),
+     lambda u, h, p: display_max(0, u) + h["negative_slope"] * display_min(0, u),
      hyper=(Hyper("negative_slope", 0.01, description="slope for z < 0"),))
-_elementwise("relu6", "relu capped at 6", lambda u: clip(u, 0, 6), lambda u: sp.Min(sp.Max(0, u), 6))
+_elementwise("relu6", "relu capped at 6", lambda u: clip(u, 0, 6), lambda u: display_min(display_max(0, u), 6))
 _add("hardtanh", "hard hyperbolic tangent", lambda u, h, p: clip(u, h["min_val"], h["max_val"]),
-     lambda u, h, p: sp.Max(h["min_val"], sp.Min(h["max_val"], u)),
+     lambda u, h, p: display_max(h["min_val"], display_min(h["max_val"], u)),
      hyper=(Hyper("min_val", -1.0), Hyper("max_val", 1.0)),
      extra={"check": lambda h: None if h["min_val"] < h["max_val"] else
             f"min_val ({h['min_val']:g}) must be below max_val ({h['max_val']:g})"})
 _elementwise("hardsigmoid", "hard sigmoid", lambda u: clip(u, -3, 3) / 6 + sp.Rational(1, 2),
-             lambda u: sp.Max(0, sp.Min(1, u / 6 + sp.Rational(1, 2))))
+             lambda u: display_max(0, display_min(1, u / 6 + sp.Rational(1, 2))))
 _elementwise("hardswish", "hard swish", lambda u: u * (clip(u, -3, 3) / 6 + sp.Rational(1, 2)),
-             lambda u: u * sp.Max(0, sp.Min(1, u / 6 + sp.Rational(1, 2))),
+             lambda u: u * display_max(0, display_min(1, u / 6 + sp.Rational(1, 2))),
              aliases=("hard_silu",))
 _elementwise("silu", "sigmoid-weighted linear", lambda u: u * sigmoid(u),
              lambda u: u / (1 + sp.exp(-u)), aliases=("swish",))

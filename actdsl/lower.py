@@ -78,13 +78,12 @@ _SMALLEST = sp.Rational(1, 2 ** 1074)
 
 
 def _check_pieces(d: Definition, hyper: dict, where: str, conditions: int) -> None:
-    """A count of pieces (maxout:k) is k(k-1)/2 comparisons (each piece against every later one,
-    the first winning ties), and each holds the input: on a piecewise input SymPy folds its
-    branches into every comparison (maxout:10+maxout:10 ran for minutes in that fold). Refused
-    before they are built when comparisons x (1 + the input's ``conditions``) pass the budget."""
+    """A count of pieces (maxout:k) is k - 1 comparisons (a running maximum: stable.FirstMax),
+    after the input's own ``conditions``, which the pieces share. Refused before they are built
+    when that passes the budget."""
     if d.count_hyper and isinstance(hyper.get(d.count_hyper), int):
         k = hyper[d.count_hyper]
-        total = k * (k - 1) // 2 * (1 + conditions)
+        total = k - 1 + conditions
         if total > budget.limit("branch_conditions"):
             what = f"{d.key} with {k} pieces" + (" on a piecewise input" if conditions else "")
             raise budget.exceeded("branch_conditions", what, total, where)

@@ -283,6 +283,96 @@ class at_inf(Primitive):
         return _power(printer._print(self.args[0]), exp)
 
 
+def _ordered(items):
+    """max of ``items`` as a Piecewise, the first winning ties (built unevaluated past four:
+    SymPy's evaluation queries assumptions pairwise, at a cost exponential in the pieces)."""
+    lazy = len(items) > 4
+    ge = (lambda a, b: sp.GreaterThan(a, b, evaluate=False)) if lazy else (lambda a, b: a >= b)
+    return [sp.And(*[ge(a, b) for b in items[i + 1:]]) for i, a in enumerate(items[:-1])], lazy
+
+
+class FirstMax(Primitive):
+    """The index (0, 1, ...) of the first largest argument: the piece maxout takes. Held as one
+    node, so that k pieces cost k - 1 comparisons, computed once (every backend prints a scan:
+    ``Emitter.block``), where a Piecewise holds k(k-1)/2 and SymPy folds a piecewise input into
+    each of them. Piecewise constant: its derivative is 0 (the derivative of the selected piece,
+    as at a kink of relu, is :class:`Pick`'s). NaN in any argument makes the pick NaN."""
+
+    impl = {}  # printed by each backend's emitter
+
+    @classmethod
+    def eval(cls, *args):
+        if len(args) == 1:
+            return sp.S.Zero
+        if all(a.is_Number for a in args):
+            if any(a is sp.nan for a in args):
+                return sp.nan
+            return sp.Integer(max(range(len(args)), key=lambda i: (args[i], -i)))
+
+    def elementary(self):
+        conds, lazy = _ordered(list(self.args))
+        return sp.Piecewise(*[(i, c) for i, c in enumerate(conds)], (len(conds), True),
+                            evaluate=not lazy)
+
+    def fdiff(self, argindex=1):
+        return sp.S.Zero
+
+    def _eval_derivative(self, s):
+        return sp.S.Zero
+
+    def _latex(self, printer, exp=None):
+        return _power(r"\operatorname{arg\,max}\left(%s\right)" % ", ".join(
+            printer._print(a) for a in self.args), exp)
+
+
+class Pick(Primitive):
+    """``Pick(i, v_0, .., v_{k-1})`` is ``v_i``: maxout is Pick(FirstMax(a), a), its derivative
+    Pick(FirstMax(a), a'), its slope gradients one-hot picks. Differentiated value by value, so
+    the derivative keeps one FirstMax, never a comparison per piece."""
+
+    impl = {}  # printed by each backend's emitter
+
+    @classmethod
+    def eval(cls, i, *values):
+        if not values:
+            raise TypeError("Pick takes an index and at least one value")
+        if len(set(values)) == 1:
+            return values[0]
+        if i.is_Integer and 0 <= int(i) < len(values):
+            return values[int(i)]
+        if i is sp.nan:
+            return sp.nan
+
+    def elementary(self):
+        i, values = self.args[0], self.args[1:]
+        if isinstance(i, FirstMax) and len(i.args) == len(values):
+            conds, lazy = _ordered(list(i.args))
+            return sp.Piecewise(*zip(values, conds), (values[-1], True), evaluate=not lazy)
+        if isinstance(i, sp.Piecewise) and all(k.is_Integer for k, _ in i.args):
+            # FirstMax already replaced by its own elementary form (a bottom-up rewrite)
+            return sp.Piecewise(*[(values[int(k)], c) for k, c in i.args], evaluate=False)
+        return sp.Piecewise(*[(v, sp.Eq(i, k)) for k, v in enumerate(values[:-1])],
+                            (values[-1], True))
+
+    def fdiff(self, argindex=1):
+        if argindex == 1:
+            return sp.S.Zero
+        return Pick(self.args[0], *[sp.S.One if k == argindex - 2 else sp.S.Zero
+                                    for k in range(len(self.args) - 1)])
+
+    def _eval_derivative(self, s):
+        return Pick(self.args[0], *[sp.diff(v, s) for v in self.args[1:]])
+
+    def _latex(self, printer, exp=None):
+        i, values = self.args[0], self.args[1:]
+        if isinstance(i, FirstMax) and tuple(i.args) == tuple(values):
+            return _power(r"\max\left(%s\right)" % ", ".join(printer._print(v) for v in values), exp)
+        if len(values) <= 4:
+            return _power(printer._print(self.elementary()), exp)
+        shown = ", ".join(printer._print(v) for v in values)
+        return _power(r"\left(%s\right)_{%s}" % (shown, printer._print(i)), exp)
+
+
 PRIMITIVES = (sigmoid, softplus, expm1, log1p, shifted, sqrt0, ncdf, tanhshrink, softsign,
               pow2scale, scaled)
 

@@ -163,10 +163,12 @@ def _far_tail(cond) -> bool:
 
 def unguarded(expr: sp.Expr) -> sp.Expr:
     def drop_tails(e):
+        """Guard branches dropped; neighbouring branches with one value merged (relu6' is 0 for
+        z ≤ 0 ∨ z ≥ 6: derivatives are built unevaluated, SymPy's evaluation merges them)."""
         kept = [(v, c) for v, c in e.args if not _far_tail(c)]
         if len(kept) == 1:
             return kept[0][0]
-        return sp.Piecewise(*kept) if len(kept) < len(e.args) else e
+        return sp.Piecewise(*kept)
 
     expr = expr.replace(lambda e: isinstance(e, shifted) and e.args[1].has(RowShift),
                         lambda e: e.args[0])
@@ -215,6 +217,8 @@ def _variants(expr: sp.Expr) -> list[sp.Expr]:
     """``expr`` and equivalent forms: simplified, factored, and its terms grouped over each
     shared denominator ((δ_ij − 1/n)/(s + ε) rather than one fraction)."""
     out = [expr]
+    if nodes(expr) > 400:
+        return out  # no textbook prints a formula this long; SymPy's rewrites take minutes on it
     for f in (sp.simplify, sp.factor, _grouped, _folded):
         if f is sp.simplify and nodes(expr) > 40:
             continue  # slow on long expressions, and rarely shorter there
@@ -376,6 +380,8 @@ def _formulas(text: str, generation: int) -> Formulas:
     named_std = _named_std
     cands = []
     for src in (expr, display):
+        if src is display and any(len(m.args) > 4 for m in display.atoms(sp.Max, sp.Min)):
+            continue  # as branches, k(k-1)/2 comparisons: the computed form's pick is shorter
         sub = IR(src, ir.params, src)
         d = jacobian_entry(make_plan(sub)) if rowwise else elementwise_derivative(sub)
         cands += _variants(named_std(unguarded(d)))

@@ -173,3 +173,17 @@ def test_cli_check_exits_1_on_a_failing_check():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                        env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=600)
     assert p.returncode == 1 and "FAIL" in p.stdout
+
+
+def test_the_committed_reference_tables_are_what_the_generator_writes_today():
+    """docs/activations.md and .html are generated (``actdsl docs docs/``); a change to the
+    formulas shows here, so the published pages never drift from the code (they had: relu6' and
+    hardtanh' had come apart into two 0 branches without the pages saying so). In a fresh
+    process: other tests register custom activations, which would join the table."""
+    code = ("from actdsl.table import table; import sys; "
+            "sys.stdout.write(table('markdown') + '\\0' + table('html'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         encoding="utf-8", check=True).stdout
+    markdown, page = out.split("\0")
+    assert markdown == (ROOT / "docs" / "activations.md").read_text(encoding="utf-8")
+    assert page == (ROOT / "docs" / "activations.html").read_text(encoding="utf-8")

@@ -17,7 +17,7 @@ from sympy.core.function import UndefinedFunction
 from sympy.logic.boolalg import BooleanFalse, BooleanTrue
 
 from ..errors import ActdslError
-from ..stable import Primitive
+from ..stable import FirstMax, Primitive
 
 
 #: Every word a generator writes into code: identifiers and string contents, split at "_" and
@@ -107,9 +107,46 @@ class Emitter:
         self.names = dict(names)
         self._counter = itertools.count()
         self._compared: dict[sp.Symbol, list[sp.Expr]] = {}  # hoisted condition -> its operands
+        self._scanned: dict[sp.Symbol, tuple] = {}  # FirstMax's index -> (its maximum, pieces)
 
     # -- statements ----------------------------------------------------------------------------
     def block(self, exprs: list[sp.Expr], prefix: str = "t") -> tuple[list[str], list[str]]:
+        """Assignments, then each expression's text: every :class:`~actdsl.stable.FirstMax` as a
+        scan over its pieces first (:meth:`scans`), then common subexpressions."""
+        lines, exprs = self.scans(exprs, prefix)
+        more, texts = self._block(exprs, prefix)
+        return lines + more, texts
+
+    def scans(self, exprs: list[sp.Expr], prefix: str) -> tuple[list[str], list[sp.Expr]]:
+        """Each FirstMax(a_0, .., a_{k-1}) in ``exprs`` as k - 1 steps of a running maximum
+        (a later piece wins only when strictly larger: ties go to the first; a NaN piece makes the
+        maximum NaN for good), innermost first; the expressions are returned with the index's
+        symbol in its place, which :meth:`_Pick` reads. Linear in k, where the same index as
+        branch conditions is quadratic."""
+        found = {a for e in exprs for a in e.atoms(FirstMax)}
+        if not found:
+            return [], exprs
+        fresh = lambda: sp.Symbol(f"_{prefix}{next(self._counter)}", real=True)  # noqa: E731
+        lines, mapping = [], {}
+        for first in sorted(found, key=lambda a: (len(a.atoms(FirstMax)), sp.default_sort_key(a))):
+            more, pieces = self._block([a.xreplace(mapping) for a in first.args], prefix)
+            lines += more
+            top, index = fresh(), fresh()
+            for sym in (top, index):
+                self.names[sym] = sym.name
+            lines += [f"{top.name} = {pieces[0]}", f"{index.name} = {self.number(sp.S.Zero)}"]
+            for k, piece in enumerate(pieces[1:], 1):
+                a, wins = fresh(), fresh()
+                larger = self.logical("or", [f"({a.name} > {top.name})", f"({a.name} != {a.name})"])
+                at_k = self.number(sp.Integer(k))
+                lines += [f"{a.name} = {piece}", f"{wins.name} = {larger}",
+                          f"{top.name} = {self.select([(a.name, wins.name)], top.name, [])}",
+                          f"{index.name} = {self.select([(at_k, wins.name)], index.name, [])}"]
+            mapping[first] = index
+            self._scanned[index] = (top.name, tuple(a.xreplace(mapping) for a in first.args))
+        return lines, [e.xreplace(mapping) for e in exprs]
+
+    def _block(self, exprs: list[sp.Expr], prefix: str) -> tuple[list[str], list[str]]:
         """Common subexpressions of ``exprs`` as assignments, then each expression's text."""
         fresh = (sp.Symbol(f"_{prefix}{next(self._counter)}", real=True) for _ in itertools.count())
         # the row length stays out of shared parts, so r/n is printed as an (exact) division
@@ -217,6 +254,27 @@ class Emitter:
         x = self(u)
         return self.select([(self(lpos), f"({x} == {self.number(sp.oo)})"),
                             (self(lneg), f"({x} == {self.number(-sp.oo)})")], self(value), [])
+
+    def _FirstMax(self, e):
+        """Outside a block (a call stored for a later pass over the row): as branch conditions."""
+        return self(e.elementary())
+
+    def _Pick(self, e):
+        """The value at a scanned index: one comparison per value that differs from the most
+        common one (a slope's gradient, one-hot, is one select); NaN where the maximum is."""
+        index, values = e.args[0], e.args[1:]
+        if index not in self._scanned:
+            return self(e.elementary())
+        top, pieces = self._scanned[index]
+        if values == pieces:  # the maximum itself
+            return top
+        counts: dict = {}
+        for v in values:
+            counts[v] = counts.get(v, 0) + 1
+        default = max(counts, key=lambda v: (counts[v], -values.index(v)))
+        branches = [(self(v), f"({self(index)} == {self.number(sp.Integer(k))})")
+                    for k, v in enumerate(values) if v != default]
+        return self.select(branches, self(default), [top])
 
     def _Not(self, e):
         return self.logical_not(self(e.args[0]))

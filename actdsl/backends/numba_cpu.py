@@ -49,8 +49,8 @@ class NumbaEmitter(Emitter):
         self.anchor = anchor          # a variable of the kernel's float type, for typed literals
         self.constants: dict[str, str] = {}
 
-    def block(self, exprs, prefix: str = "t"):
-        """As ``Emitter.block``, with every expensive call inside a branch computed before the
+    def _block(self, exprs, prefix: str = "t"):
+        """As ``Emitter._block``, with every expensive call inside a branch computed before the
         branches: Numba turns a conditional expression into control flow, which LLVM leaves as a
         branch (no vectorization) when the branch holds a long inlined function. Computed
         unconditionally (vmath's functions have no traps or side effects), only a select remains:
@@ -70,7 +70,7 @@ class NumbaEmitter(Emitter):
         for call, sym in hoisted.items():
             lines.append(f"{sym.name} = {self(call)}")
             self.names[sym] = sym.name
-        more, outs = super().block([e.xreplace(hoisted) for e in exprs], prefix)
+        more, outs = super()._block([e.xreplace(hoisted) for e in exprs], prefix)
         return lines + more, outs
 
     def number(self, e) -> str:
@@ -195,9 +195,13 @@ def generate(plan: Plan, key: str) -> str:
 EXPENSIVE = (sp.exp, sp.log, sp.tanh, sp.sech, sp.erf, sp.erfc, sp.sinh, sp.cosh)
 
 
+#: primitives that are selects, a subtraction or a division: cheaper to recompute than to store
+_CHEAP = ("shifted", "scaled", "at_inf", "FirstMax", "Pick")
+
+
 def _expensive(e) -> bool:
     from ..stable import Primitive
-    return isinstance(e, EXPENSIVE) or (isinstance(e, Primitive) and e.func.__name__ not in ("shifted", "scaled", "at_inf"))
+    return isinstance(e, EXPENSIVE) or (isinstance(e, Primitive) and e.func.__name__ not in _CHEAP)
 
 
 def _outer_calls(expr: sp.Expr, constants: frozenset = frozenset()) -> list[sp.Expr]:
