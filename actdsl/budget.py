@@ -70,6 +70,21 @@ def set(**limits: int) -> None:  # noqa: A001 - actdsl.budget.set reads well
             _overrides[name] = value
 
 
+@contextlib.contextmanager
+def limits(**values: int):
+    """Budgets changed for a block and restored after it, whatever the block raises::
+
+        with actdsl.budget.limits(compile_seconds=2, expression_nodes=5_000):
+            k = actdsl.compile(untrusted_spec)
+    """
+    before = {name: _overrides.get(name) for name in values}
+    try:
+        set(**values)
+        yield
+    finally:
+        set(**{name: old for name, old in before.items() if name in DEFAULTS})
+
+
 def exceeded(name: str, what: str, size=None, where: str = "") -> BudgetError:
     cap = limit(name)
     shown = f"more than {cap:,}" if size is None else f"{size:,}"
@@ -141,13 +156,53 @@ def check_derivatives(exprs, so_far: int = 0) -> int:
     cap = limit("derivative_nodes")
     size = tree_size(list(exprs), cap - so_far)
     if size is None:
-        raise exceeded("derivative_nodes", "the derivatives")
+        raise exceeded("derivative_nodes", "the size of the derivatives")
     return so_far + size
 
 
 def check_source(source: str) -> None:
     if len(source) > limit("source_chars"):
         raise exceeded("source_chars", "the generated source", len(source))
+
+
+def derivative_estimate(expr, v, cap: int) -> int:
+    """About the tree size of ∂expr/∂v, from ``expr``'s shape alone (linear: each distinct
+    subexpression once), clipped at cap + 1: the product rule repeats the other factors, a power
+    with a varying exponent repeats itself, base and exponent, a function's derivative is about
+    twice its call. Within 0.4x-2.2x of SymPy's result on every built-in and on power towers;
+    SymPy can spend minutes producing a derivative that the budget then refuses (a power tower
+    over maxout:11: 250,000 nodes in 20-50 s), which this refuses before it starts."""
+    from sympy.functions.elementary.piecewise import ExprCondPair
+
+    def combine(e, subs):
+        if not subs:
+            return 1, int(e == v), e == v
+        size = min(1 + sum(s for s, _, _ in subs), cap + 1)
+        has = any(h for _, _, h in subs)
+        if not has:
+            d = 0
+        elif e.is_Add or isinstance(e, sp.Tuple):
+            d = 1 + sum(d for _, d, _ in subs)
+        elif e.is_Mul:
+            d = 1 + sum(d + size - s for s, d, h in subs if h)
+        elif e.is_Pow:
+            (sb, db, _), (sx, dx, hx) = subs
+            d = 2 + sb + db if not hx else size + dx + 2 * sb + sx + db + 3
+        elif isinstance(e, ExprCondPair):
+            d = subs[0][1]
+        elif isinstance(e, sp.logic.boolalg.Boolean):
+            d = 0
+        elif isinstance(e, sp.Piecewise):
+            d = 1 + sum(d for _, d, _ in subs) + sum(s for s, _, _ in subs)
+        elif type(e).__name__ == "FirstMax":  # piecewise constant
+            d = 0
+        elif type(e).__name__ == "Pick":  # the same index, each value differentiated
+            d = 1 + subs[0][0] + sum(d for _, d, _ in subs[1:])
+        else:
+            d = sum(d + 2 * size for _, d, h in subs if h)
+        return size, min(d, cap + 1), has
+
+    return fold(expr, combine, {})[1]
 
 
 class CompileTimeout(BudgetError):

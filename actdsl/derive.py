@@ -19,8 +19,78 @@ import sympy as sp
 from sympy.functions.elementary.piecewise import ExprCondPair
 
 from . import budget
+from .errors import ParameterError
 from .ir import IR, RowMax, RowReduction, z
 from .stable import tanh
+
+
+def branches(*pairs) -> sp.Expr:
+    """sp.Piecewise(*pairs), built as it is where a condition holds a Piecewise: SymPy's
+    constructor folds such a condition into an ITE (piecewise_fold, then simplify_logic on every
+    relation: minutes for norm:z+norm:z+sparse_plus), and what it would simplify is nothing the
+    backends need (they print a comparison of a Piecewise as it is)."""
+    if not any(isinstance(c, sp.Basic) and c.has(sp.Piecewise) for _, c in pairs):
+        return sp.Piecewise(*pairs)
+    return sp.Basic.__new__(sp.Piecewise, *[sp.Tuple.__new__(ExprCondPair, sp.sympify(v), c)
+                                            for v, c in pairs])
+
+
+def rebuild(expr: sp.Expr, match, fn, evaluate: bool = True) -> sp.Expr:
+    """``expr.replace(match, fn)``, bottom-up, each distinct subexpression once, with every
+    Piecewise above a change rebuilt as it is (see :func:`branches`); SymPy's ``replace`` walks
+    the tree (shared parts once per use) and rebuilds each pair through the folding constructor.
+    ``evaluate=False`` rebuilds every node above a change without SymPy's evaluation."""
+    memo: dict = {}
+
+    def walk(e):
+        if e in memo:
+            return memo[e]
+        out = e
+        if e.args and not e.is_Atom:
+            args = tuple(walk(a) for a in e.args)
+            if args != e.args:
+                if isinstance(e, ExprCondPair):
+                    out = sp.Tuple.__new__(ExprCondPair, *args)
+                elif isinstance(e, sp.Piecewise):
+                    out = sp.Basic.__new__(type(e), *args)
+                elif match(e):  # fn replaces it: SymPy's evaluation (|u| as sqrt(u²)) would not
+                    out = sp.Basic.__new__(type(e), *args)
+                elif not evaluate:
+                    out = _unevaluated(e, args)
+                elif e.is_Pow:
+                    out = power(*args)
+                else:
+                    out = e.func(*args)
+        if match(out):
+            out = fn(out)
+        memo[e] = out
+        return out
+
+    return walk(expr)
+
+
+def power(a: sp.Expr, b: sp.Expr) -> sp.Expr:
+    """a ** b, evaluated by SymPy only on small operands: its evaluation factors the exponent's
+    terms (factor_terms walks the exponent as a tree), 19 s for a power tower over maxout:11,
+    and finds nothing to simplify in a large one."""
+    if budget.tree_size([a, b], 60) is not None:
+        return a ** b
+    return sp.Pow(a, b, evaluate=False)
+
+
+def _unevaluated(e: sp.Basic, args: tuple) -> sp.Basic:
+    try:
+        return e.func(*args, evaluate=False)
+    except TypeError:  # a class without the option
+        return e.func(*args)
+
+
+def substitute(expr: sp.Expr, old: sp.Symbol, new: sp.Expr) -> sp.Expr:
+    """``expr`` with ``new`` for ``old``, the nodes above it rebuilt without SymPy's evaluation:
+    lowering builds each term on a placeholder and puts a large input in with this (SymPy's
+    evaluation of a comparison or power of a large expression queries assumptions and factors
+    terms over its whole tree: 39 s for rect:min after a power tower over maxout:11)."""
+    return rebuild(expr, lambda e: e == old, lambda e: new, evaluate=False)
 
 
 def to_piecewise(expr: sp.Expr) -> sp.Expr:
@@ -30,7 +100,7 @@ def to_piecewise(expr: sp.Expr) -> sp.Expr:
         items = list(items)
         out = items[-1]
         for a in reversed(items[:-1]):
-            out = sp.Piecewise((a, sp.And(*[better(a, b) for b in items if b is not a])), (out, True))
+            out = branches((a, sp.And(*[better(a, b) for b in items if b is not a])), (out, True))
         return out
 
     def rw(e):
@@ -40,13 +110,13 @@ def to_piecewise(expr: sp.Expr) -> sp.Expr:
             return first(e.args, lambda a, b: a <= b)
         if isinstance(e, sp.Abs):
             u = e.args[0]
-            return sp.Piecewise((-u, u < 0), (u, True))
+            return branches((-u, u < 0), (u, True))
         if isinstance(e, sp.sign):
             u = e.args[0]
-            return sp.Piecewise((-1, u < 0), (0, sp.Eq(u, 0)), (1, True))
+            return branches((-1, u < 0), (0, sp.Eq(u, 0)), (1, True))
         return e
 
-    return expr.replace(lambda e: isinstance(e, (sp.Max, sp.Min, sp.Abs, sp.sign)), rw)
+    return rebuild(expr, lambda e: isinstance(e, (sp.Max, sp.Min, sp.Abs, sp.sign)), rw)
 
 
 @dataclass(frozen=True)
@@ -175,9 +245,9 @@ def _diff(e: sp.Expr, v: sp.Symbol) -> sp.Expr:
     again (built without SymPy's evaluation, which has nothing left to simplify)."""
     if not e.has(sp.Piecewise):
         return tidy(sp.diff(e, v))
-    lazy = e.replace(lambda x: type(x) is sp.Piecewise, lambda x: _Branches(*x.args))
+    lazy = rebuild(e, lambda x: type(x) is sp.Piecewise, lambda x: _Branches(*x.args))
     out = sp.diff(lazy, v)
-    out = out.replace(lambda x: isinstance(x, _Branches), _plain)
+    out = rebuild(out, lambda x: isinstance(x, _Branches), _plain)
     return tidy(out)
 
 
@@ -199,8 +269,29 @@ def make_plan(ir: IR) -> Plan:
     reductions = [Reduction(r.kind, r.symbol, to_piecewise(r.body), r.depth) for r in reductions]
     theta = ir.param_symbols
     grad = [r for r in reductions if r.has_gradient]
-    d = lambda e, v: zero_first(_diff(e, v))  # noqa: E731
-    plan = Plan(
+    total = 0
+
+    def d(e, v):
+        """One derivative, counted against the budget as soon as it exists, and refused before
+        it is taken when its estimated size would take the total past the budget (the estimate
+        is within 0.5x-2.2x of SymPy's): a spec whose derivatives are all large (a power tower
+        over maxout:11, one per slope and intercept) is refused before SymPy spends minutes on
+        them."""
+        nonlocal total
+        cap = budget.limit("derivative_nodes")
+        if total + budget.derivative_estimate(e, v, cap) > cap:  # before SymPy's work
+            raise budget.exceeded("derivative_nodes", "the size of the derivatives (estimated "
+                                  "before they are taken, from the expression's shape)")
+        out = zero_first(_diff(e, v))
+        total = budget.check_derivatives([out], total)
+        if out.has(sp.zoo):
+            raise ParameterError(
+                f"this spec's derivative in {v} is undefined on a whole branch (a log of 0 or a "
+                "division by 0, as in a power of relu's 0): no backend can compute it; give the "
+                "formula a base that is never 0 (softplus instead of relu, abs(z) + 1e-3)")
+        return out
+
+    return Plan(
         reductions=tuple(reductions),
         out=out,
         params=theta,
@@ -212,10 +303,6 @@ def make_plan(ir: IR) -> Plan:
         dout_dp={p: d(out, p) for p in theta},
         dbody_dp=_nonzero({(r.symbol, p): d(r.body, p) for r in grad for p in theta}),
     )
-    budget.check_derivatives([plan.dout_dz, *plan.dout_dr.values(), *plan.dbody_dz.values(),
-                              *plan.dbody_dr.values(), *plan.dout_dp.values(),
-                              *plan.dbody_dp.values()])
-    return plan
 
 
 def derivative(ir: IR) -> sp.Expr:

@@ -12,7 +12,7 @@ from .ast import BinOp, Call, Formula, Neg, Num, Spec, Term, Var, format_value
 from .errors import ActdslError, ParameterError, UnknownActivationError, caret_picture, close_names
 from .ir import IR, Param, RowMax, RowSum, n, row_mean, row_std, row_var, z
 from .registry import REGISTRY, Definition, Hyper
-from . import budget, stable
+from . import budget, derive, stable
 from .stable import sqrt0
 
 
@@ -34,11 +34,11 @@ def lower(spec: Spec, text: str = "") -> IR:
         # before each term, not after: one more term can cost many times what the last did
         conditions = budget.check_expression(u, f"the spec up to term {index + 1}", where)
         if isinstance(term, Formula):
-            u = formula(term.expr, u, where)
+            u = _applied(lambda v: formula(term.expr, v, where), u)
             if u.has(sp.I, sp.zoo):
                 raise ParameterError("this formula is complex or undefined for every z (sqrt(-1), "
                                      f"1/0): activations are real functions{_where(where)}")
-            shown = formula(term.expr, shown, where, display=True)
+            shown = _applied(lambda v: formula(term.expr, v, where, display=True), shown)
             continue
         d = REGISTRY.lookup(term.key, context=where)
         hyper, fixed = _arguments(d, term, where)
@@ -56,11 +56,24 @@ def lower(spec: Spec, text: str = "") -> IR:
             symbols[decl.name] = syms[0] if not shape else syms
         exact_hyper = {k: (v if isinstance(v, int) and d.hyper_named(k).integer else exact(v))
                        for k, v in hyper.items()}
-        u = d.build(u, exact_hyper, symbols)
-        shown = (d.display or d.build)(shown, exact_hyper, symbols)
+        u = _applied(lambda v: d.build(v, exact_hyper, symbols), u)
+        shown = _applied(lambda v: (d.display or d.build)(v, exact_hyper, symbols), shown)
     budget.check_expression(u)
     _check_constants(u)
     return IR(u, tuple(params), shown)
+
+
+def _applied(build, u: sp.Expr) -> sp.Expr:
+    """``build(u)``: a term applied to the terms before it. A large ``u`` is put into the term
+    built on a placeholder, without SymPy's evaluation of what holds it (derive.substitute); a
+    small one is built on directly, so that SymPy still simplifies relu(2) or tanh(0)."""
+    if budget.tree_size([u], _SMALL_INPUT) is not None:
+        return build(u)
+    placeholder = sp.Dummy("u", real=True)
+    return derive.substitute(build(placeholder), placeholder, u)
+
+
+_SMALL_INPUT = 60  # tree nodes
 
 
 def _check_constants(expr: sp.Expr) -> None:
@@ -193,7 +206,7 @@ def _select(c, a, b):
 
 
 _ARITHMETIC = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
-               "**": operator.pow}
+               "**": derive.power}
 _COMPARE = {">": sp.Gt, ">=": sp.Ge, "<": sp.Lt, "<=": sp.Le, "==": sp.Eq, "!=": sp.Ne}
 _ELEMENTARY = {"exp": sp.exp, "log": sp.log, "tanh": stable.tanh, "sqrt": sp.sqrt, "abs": sp.Abs,
                "erf": sp.erf, "sigmoid": stable.sigmoid, "softplus": stable.softplus,
