@@ -257,7 +257,9 @@ def _plain(b: _Branches) -> sp.Expr:
     values = {pair.expr for pair in b.args}
     if len(values) == 1 and b.args[-1].cond == sp.true:
         return values.pop()
-    return sp.Piecewise(*b.args, evaluate=False)
+    # as it is: Piecewise(..., evaluate=False) still builds each pair through ExprCondPair, which
+    # folds a condition holding a branch (maxout:30+elu+{max(z, 0)**2}+...: minutes)
+    return sp.Basic.__new__(sp.Piecewise, *b.args)
 
 
 def _nonzero(d: dict) -> dict:
