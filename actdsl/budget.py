@@ -124,6 +124,13 @@ def tree_size(exprs, cap: int) -> int | None:
     return total
 
 
+def small(*exprs, nodes: int = 60) -> bool:
+    """Whether SymPy's evaluation may see ``exprs`` (numbers or SymPy objects): its constructors
+    for powers, comparisons and Max walk their operands as trees (factor_terms, assumptions),
+    which costs seconds to minutes on a large operand and finds nothing to simplify there."""
+    return tree_size(list(exprs), nodes) is not None
+
+
 def tree_depth(expr, cap: int) -> int | None:
     """Nesting depth of ``expr``, or None once it passes ``cap``."""
     depth = fold(expr, lambda e, sub: min(1 + max(sub, default=0), cap + 1), {})

@@ -29,10 +29,15 @@ def branches(*pairs) -> sp.Expr:
     constructor folds such a condition into an ITE (piecewise_fold, then simplify_logic on every
     relation: minutes for norm:z+norm:z+sparse_plus), and what it would simplify is nothing the
     backends need (they print a comparison of a Piecewise as it is)."""
-    if not any(isinstance(c, sp.Basic) and c.has(sp.Piecewise) for _, c in pairs):
+    if not any(c.has(sp.Piecewise) for _, c in pairs):
         return sp.Piecewise(*pairs)
-    return sp.Basic.__new__(sp.Piecewise, *[sp.Tuple.__new__(ExprCondPair, sp.sympify(v), c)
-                                            for v, c in pairs])
+    return sp.Basic.__new__(sp.Piecewise, *[_pair(v, c) for v, c in pairs])
+
+
+def _pair(value: sp.Expr, cond) -> ExprCondPair:
+    """A branch as it is (no folding of its condition, no conversion of anything: both are
+    SymPy objects already)."""
+    return sp.Basic.__new__(ExprCondPair, value, cond)
 
 
 def rebuild(expr: sp.Expr, match, fn, evaluate: bool = True) -> sp.Expr:
@@ -50,7 +55,7 @@ def rebuild(expr: sp.Expr, match, fn, evaluate: bool = True) -> sp.Expr:
             args = tuple(walk(a) for a in e.args)
             if args != e.args:
                 if isinstance(e, ExprCondPair):
-                    out = sp.Tuple.__new__(ExprCondPair, *args)
+                    out = _pair(*args)
                 elif isinstance(e, sp.Piecewise):
                     out = sp.Basic.__new__(type(e), *args)
                 elif match(e):  # fn replaces it: SymPy's evaluation (|u| as sqrt(u²)) would not
@@ -73,7 +78,7 @@ def power(a: sp.Expr, b: sp.Expr) -> sp.Expr:
     """a ** b, evaluated by SymPy only on small operands: its evaluation factors the exponent's
     terms (factor_terms walks the exponent as a tree), 19 s for a power tower over maxout:11,
     and finds nothing to simplify in a large one."""
-    if budget.tree_size([a, b], 60) is not None:
+    if budget.small(a, b):
         return a ** b
     return sp.Pow(a, b, evaluate=False)
 
@@ -100,7 +105,8 @@ def to_piecewise(expr: sp.Expr) -> sp.Expr:
         items = list(items)
         out = items[-1]
         for a in reversed(items[:-1]):
-            out = branches((a, sp.And(*[better(a, b) for b in items if b is not a])), (out, True))
+            out = branches((a, sp.And(*[better(a, b) for b in items if b is not a])),
+                           (out, sp.true))
         return out
 
     def rw(e):
@@ -110,10 +116,10 @@ def to_piecewise(expr: sp.Expr) -> sp.Expr:
             return first(e.args, lambda a, b: a <= b)
         if isinstance(e, sp.Abs):
             u = e.args[0]
-            return branches((-u, u < 0), (u, True))
+            return branches((-u, u < 0), (u, sp.true))
         if isinstance(e, sp.sign):
             u = e.args[0]
-            return branches((-1, u < 0), (0, sp.Eq(u, 0)), (1, True))
+            return branches((sp.S.NegativeOne, u < 0), (sp.S.Zero, sp.Eq(u, 0)), (sp.S.One, sp.true))
         return e
 
     return rebuild(expr, lambda e: isinstance(e, (sp.Max, sp.Min, sp.Abs, sp.sign)), rw)
@@ -236,8 +242,7 @@ class _Branches(sp.Piecewise):
         return sp.Basic.__new__(cls, *pairs)
 
     def _eval_derivative(self, x):
-        return _Branches(*[sp.Tuple.__new__(ExprCondPair, sp.diff(pair.expr, x), pair.cond)
-                           for pair in self.args])
+        return _Branches(*[_pair(sp.diff(pair.expr, x), pair.cond) for pair in self.args])
 
 
 def _diff(e: sp.Expr, v: sp.Symbol) -> sp.Expr:

@@ -12,7 +12,7 @@ import sympy as sp
 from . import budget
 from .ir import RowMax, RowShift, RowSum, n, row_centered, row_var_scaled
 from .registry import REGISTRY, Definition, Hyper, ParamDecl
-from .stable import (FirstMax, Pick, expm1, ncdf, scaled, shifted, sigmoid, softplus, softsign,
+from .stable import (EVALUATED_PIECES, FirstMax, Pick, expm1, ncdf, scaled, shifted, sigmoid, softplus, softsign,
                      sqrt0, tanh, tanhshrink)
 
 Pw = sp.Piecewise
@@ -23,19 +23,19 @@ def pos(u):
     return Pw((0, u <= 0), (u, True))
 
 
-def _small(args) -> bool:
-    return all(budget.tree_size([sp.sympify(a)], 40) is not None for a in args)
+def _evaluated(args) -> bool:
+    return len(args) <= EVALUATED_PIECES and all(budget.small(a, nodes=40) for a in args)
 
 
 def display_max(*args):
-    """sp.Max for the displayed forms, evaluated only on small arguments: SymPy's evaluation
+    """sp.Max for the displayed forms, evaluated only on few, small arguments: SymPy's evaluation
     compares its arguments pairwise (factor_terms and gcd_terms on each), which took 8 s on rect:max
     after two maxout terms, for a form only documentation reads."""
-    return sp.Max(*args, evaluate=_small(args))
+    return sp.Max(*args, evaluate=_evaluated(args))
 
 
 def display_min(*args):
-    return sp.Min(*args, evaluate=_small(args))
+    return sp.Min(*args, evaluate=_evaluated(args))
 
 
 def clip(u, lo, hi):
@@ -158,7 +158,7 @@ def _maxout(u, h, p):
 
 
 _add("maxout", "piecewise linear", _maxout,
-     lambda u, h, p: sp.Max(*_pieces(u, p), evaluate=len(p["m"]) <= 4 and _small(_pieces(u, p))),
+     lambda u, h, p: display_max(*_pieces(u, p)),
      hyper=(Hyper("pieces", 2, integer=True, minimum=1, maximum=64, description="linear pieces"),),
      params=(ParamDecl("m", _maxout_slopes, lambda h: (h["pieces"],),
                        "slopes, pieces per unit (init evenly spaced in [-1, 1])"),

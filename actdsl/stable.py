@@ -283,10 +283,16 @@ class at_inf(Primitive):
         return _power(printer._print(self.args[0]), exp)
 
 
+#: the most arguments of a max (maxout's pieces) whose comparisons SymPy evaluates; past it, its
+#: pairwise queries of assumptions cost time exponential in the pieces, and displays print the
+#: index form (argmax, pick) instead of k(k-1)/2 comparisons
+EVALUATED_PIECES = 4
+
+
 def _ordered(items):
-    """max of ``items`` as a Piecewise, the first winning ties (built unevaluated past four:
-    SymPy's evaluation queries assumptions pairwise, at a cost exponential in the pieces)."""
-    lazy = len(items) > 4
+    """max of ``items`` as a Piecewise, the first winning ties (built unevaluated past
+    EVALUATED_PIECES)."""
+    lazy = len(items) > EVALUATED_PIECES
     ge = (lambda a, b: sp.GreaterThan(a, b, evaluate=False)) if lazy else (lambda a, b: a >= b)
     return [sp.And(*[ge(a, b) for b in items[i + 1:]]) for i, a in enumerate(items[:-1])], lazy
 
@@ -367,7 +373,7 @@ class Pick(Primitive):
         i, values = self.args[0], self.args[1:]
         if isinstance(i, FirstMax) and tuple(i.args) == tuple(values):
             return _power(r"\max\left(%s\right)" % ", ".join(printer._print(v) for v in values), exp)
-        if len(values) <= 4:
+        if len(values) <= EVALUATED_PIECES:
             return _power(printer._print(self.elementary()), exp)
         shown = ", ".join(printer._print(v) for v in values)
         return _power(r"\left(%s\right)_{%s}" % (shown, printer._print(i)), exp)

@@ -315,6 +315,36 @@ def test_the_cache_runs_what_it_generated_not_what_is_on_disk(tmp_path, monkeypa
     assert module.forward(3) == 3 and not sentinel.exists()
 
 
+def test_the_package_calls_no_text_evaluator_but_strict_sympify():
+    """A static check to go with the trap below: in actdsl's own source, every ``sympify`` is
+    ``strict=True`` (numbers and SymPy objects only; text refused unparsed), and nothing calls
+    ``parse_expr``, ``eval``, ``S(...)`` or ``Tuple.__new__`` (which sympify what they are given);
+    the one ``exec`` runs checked generated code (backends/emit.py)."""
+    import ast
+    from pathlib import Path
+    root = Path(actdsl.__file__).parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            f = node.func
+            name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+            where = f"{path.relative_to(root)}:{node.lineno}"
+            strict = any(k.arg == "strict" and getattr(k.value, "value", None) is True
+                         for k in node.keywords)
+            if name == "sympify" and not strict:
+                found.append(f"{where} sympify without strict=True")
+            elif name in ("parse_expr", "eval", "S"):
+                found.append(f"{where} {name}")
+            elif name == "__new__" and isinstance(f, ast.Attribute) and \
+                    getattr(f.value, "attr", getattr(f.value, "id", "")) == "Tuple":
+                found.append(f"{where} Tuple.__new__")
+            elif name == "exec" and path.name != "emit.py":
+                found.append(f"{where} exec")
+    assert not found, found
+
+
 def test_no_text_reaches_sympys_parser(monkeypatch):
     """SymPy evaluates text only through sympy_parser (sympify of a str, which Function
     constructors do to their arguments). Trap it, then compile hostile specs, formulas with every
