@@ -46,7 +46,7 @@ def _plain_names(expr: sp.Expr, index: str | None) -> sp.Expr:
     """Row reductions and primitives as named functions the pretty printer shows as such."""
     from .backends.latex import _means
     from .ir import RowMax, RowShift, RowSum, z
-    from .stable import Primitive
+    from .stable import EVALUATED_PIECES, Primitive
 
     names = {RowSum: "Σ", RowMax: "max", RowShift: "max"}
     row_z = sp.Symbol(f"z_{index}", real=True) if index else z
@@ -58,7 +58,7 @@ def _plain_names(expr: sp.Expr, index: str | None) -> sp.Expr:
             return sp.Function("mean")(e.args[0].subs(z, row_z))
         if isinstance(e, Primitive):
             kind = type(e).__name__
-            if kind in ("FirstMax", "Pick") and len(e.args) - (kind == "Pick") > 4:
+            if kind in ("FirstMax", "Pick") and len(e.args) - (kind == "Pick") > EVALUATED_PIECES:
                 # as branches, k(k-1)/2 comparisons: argmax(a_0, ...) and pick(i, v_0, ...)
                 return sp.Function("argmax" if kind == "FirstMax" else "pick")(*e.args)
             shown = {"sigmoid": "σ", "ncdf": "Φ"}.get(type(e).__name__)

@@ -67,13 +67,11 @@ def _applied(build, u: sp.Expr) -> sp.Expr:
     """``build(u)``: a term applied to the terms before it. A large ``u`` is put into the term
     built on a placeholder, without SymPy's evaluation of what holds it (derive.substitute); a
     small one is built on directly, so that SymPy still simplifies relu(2) or tanh(0)."""
-    if budget.tree_size([u], _SMALL_INPUT) is not None:
+    if budget.small(u):
         return build(u)
     placeholder = sp.Dummy("u", real=True)
     return derive.substitute(build(placeholder), placeholder, u)
 
-
-_SMALL_INPUT = 60  # tree nodes
 
 
 def _check_constants(expr: sp.Expr) -> None:

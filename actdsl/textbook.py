@@ -28,7 +28,7 @@ import sympy as sp
 from .derive import derivative as elementwise_derivative, i_index, j_index, jacobian_entry
 from .derive import make_plan, to_piecewise, z_i, z_j
 from .ir import IR, RowReduction, RowShift, RowSum, n, z
-from .stable import Primitive, shifted, sigmoid, sqrt0, tanh
+from .stable import EVALUATED_PIECES, Primitive, shifted, sigmoid, sqrt0, tanh
 
 y = sp.Symbol("y", real=True)
 y_i, y_j = sp.Symbol("y_i", real=True), sp.Symbol("y_j", real=True)
@@ -380,7 +380,8 @@ def _formulas(text: str, generation: int) -> Formulas:
     named_std = _named_std
     cands = []
     for src in (expr, display):
-        if src is display and any(len(m.args) > 4 for m in display.atoms(sp.Max, sp.Min)):
+        if src is display and any(len(m.args) > EVALUATED_PIECES
+                                  for m in display.atoms(sp.Max, sp.Min)):
             continue  # as branches, k(k-1)/2 comparisons: the computed form's pick is shorter
         sub = IR(src, ir.params, src)
         d = jacobian_entry(make_plan(sub)) if rowwise else elementwise_derivative(sub)

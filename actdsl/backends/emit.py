@@ -7,6 +7,7 @@ reaches generated code, except numbers, which are printed as float literals.
 """
 from __future__ import annotations
 
+import collections
 import io
 import itertools
 import re
@@ -129,7 +130,8 @@ class Emitter:
         fresh = lambda: sp.Symbol(f"_{prefix}{next(self._counter)}", real=True)  # noqa: E731
         lines, mapping = [], {}
         for first in sorted(found, key=lambda a: (len(a.atoms(FirstMax)), sp.default_sort_key(a))):
-            more, pieces = self._block([a.xreplace(mapping) for a in first.args], prefix)
+            args = tuple(a.xreplace(mapping) for a in first.args)
+            more, pieces = self._block(list(args), prefix)
             lines += more
             top, index = fresh(), fresh()
             for sym in (top, index):
@@ -143,7 +145,7 @@ class Emitter:
                           f"{top.name} = {self.select([(a.name, wins.name)], top.name, [])}",
                           f"{index.name} = {self.select([(at_k, wins.name)], index.name, [])}"]
             mapping[first] = index
-            self._scanned[index] = (top.name, tuple(a.xreplace(mapping) for a in first.args))
+            self._scanned[index] = (top.name, args)
         return lines, [e.xreplace(mapping) for e in exprs]
 
     def _block(self, exprs: list[sp.Expr], prefix: str) -> tuple[list[str], list[str]]:
@@ -268,10 +270,7 @@ class Emitter:
         top, pieces = self._scanned[index]
         if values == pieces:  # the maximum itself
             return top
-        counts: dict = {}
-        for v in values:
-            counts[v] = counts.get(v, 0) + 1
-        default = max(counts, key=lambda v: (counts[v], -values.index(v)))
+        default = collections.Counter(values).most_common(1)[0][0]  # ties: the first met
         branches = [(self(v), f"({self(index)} == {self.number(sp.Integer(k))})")
                     for k, v in enumerate(values) if v != default]
         return self.select(branches, self(default), [top])
