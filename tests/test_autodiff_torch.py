@@ -19,9 +19,12 @@ def _x(*shape, dtype=torch.float64, seed=1):
     return torch.randn(*shape, dtype=dtype, generator=torch.Generator().manual_seed(seed)) * 2
 
 
+@pytest.mark.parametrize("route", ["eager", "op"])
 @pytest.mark.parametrize("spec", ["softplus", "tanh+norm:z", "prelu+norm:z", "maxout:3+softmax",
                                   "lgrelu", "norm:max", "gelu+log_softmax"])
-def test_double_backward_is_exact(spec):
+def test_double_backward_is_exact(spec, route):
+    """Both ways a call can go: eagerly (an autograd.Function, cheaper per call) and through the
+    custom op that torch.compile traces."""
     m = at.Activation(spec, units=6, dtype=torch.float64, seed=3)
     params = [getattr(m, n) for n in m.names]
     for p in params:
@@ -29,6 +32,8 @@ def test_double_backward_is_exact(spec):
     x = _x(4, 6).requires_grad_(True)
 
     def f(x, *ps):
+        if route == "op":
+            return torch.ops.actdsl.forward(m.spec, "numba", -1, ",".join(m.names), x, list(ps))
         return at._Function.apply(m.spec, "numba", -1, m.names, x, *ps)
 
     assert torch.autograd.gradcheck(f, (x, *params))

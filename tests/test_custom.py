@@ -144,9 +144,12 @@ def test_register_rules(cleanup):
                     "elu again", defaults={"alpha": 1.0})
     x = np.linspace(-3, 3, 13)
     np.testing.assert_allclose(actdsl.compile("myelu(alpha=0.5)")(x), actdsl.compile("elu(alpha=0.5)")(x))
+    np.testing.assert_allclose(actdsl.compile("myelu")(x), actdsl.compile("elu")(x))
     with pytest.raises(actdsl.ActdslError, match="already registered"):
         actdsl.register("myelu", z, "again")
     actdsl.register("myelu", 2 * z, "replaced", replace=True)
+    # the same text compiled again is the new definition (compile's cache of texts as typed
+    # follows the registry)
     np.testing.assert_allclose(actdsl.compile("myelu")(x), 2 * x)
     with pytest.raises(actdsl.ActdslError, match="not a valid activation key"):
         actdsl.register("my elu", z)

@@ -1,7 +1,8 @@
-"""The Numba backend's fast path for small arrays gives what the reference (NumPy backend) gives,
-and hands everything it does not cover to the general path: strided or large arrays, other
-dtypes, another axis, parameters of another shape or dtype, an ``out`` that is wrong (whose
-errors stay the same)."""
+"""The Numba backend's fast path (arrays as they are) gives what the reference (NumPy backend)
+gives, and hands everything it does not cover to the general path: strided arrays, other dtypes,
+another axis, parameters of another shape or dtype, an ``out`` that is wrong (whose errors stay
+the same). Both paths split large calls between threads by the kernel's measured cost; split or
+not, the results are the same."""
 import numpy as np
 import pytest
 
@@ -86,8 +87,6 @@ def test_what_the_fast_path_leaves_to_the_general_one(spec, rng):
     x = (rng.normal(size=(6, 10)) * 3).astype(np.float32)
     k(x), k.vjp(x, x)
     run = k._runner
-    big = np.zeros((600, 200), np.float32)  # enough elements for the thread pool
-    assert run.fast_forward(big, -1, None, {}, ()) is None
     assert run.fast_forward(np.asfortranarray(x), -1, None, {}, ()) is None
     assert run.fast_forward(x.astype(np.float16), -1, None, {}, ()) is None
     assert run.fast_vjp(x, x.astype(np.float64), -1, None, {}, ()) is None
@@ -118,3 +117,75 @@ def test_what_the_fast_path_leaves_to_the_general_one(spec, rng):
     if k.rowwise:
         with pytest.raises(ParameterError, match="axis"):
             k(x, axis=True)
+
+
+@pytest.mark.parametrize("spec", ["tanh", "softmax", "prelu+norm:z", "maxout:3"])
+def test_calls_split_between_threads_give_what_one_thread_gives(spec, rng, monkeypatch):
+    """Every part of the work a kernel is given, on the fast and the general path, forward and
+    VJP with parameter gradients (summed over the parts' accumulators): splitting it in 4 (as if
+    every element were worth a thread) changes no bit of the result."""
+    from actdsl import parallel
+    k, ref = kernels(spec)
+    x = (rng.normal(size=(64, 24)) * 3).astype(np.float64)
+    g = rng.normal(size=x.shape)
+    p = {n: v + 0.1 for n, v in k.init_params(24, rng=rng).items()}
+    xf = np.asfortranarray(x)  # the general path
+    before = [k(x, **p), k.vjp(x, g, **p), k(xf, **p), k.vjp(xf, g, with_params=True, **p)]
+    monkeypatch.setenv("ACTDSL_NUM_THREADS", "4")
+    monkeypatch.setattr(parallel, "PART_NS", 1e-9)
+    monkeypatch.setattr(parallel, "MIN_PARALLEL", 1)
+    monkeypatch.setattr(parallel.Cost, "MEASURE_FROM", 1)
+    for key in list(k._runner._costs):
+        k._runner._costs[key].ns = 1.0
+    assert len(k._runner._parts(k._runner._vjp_kernel, x.dtype, 64, 24)) == 4
+    after = [k(x, **p), k.vjp(x, g, **p), k(xf, **p), k.vjp(xf, g, with_params=True, **p)]
+    for b, a in zip(before[:3], after[:3]):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(after[3][0], before[3][0])
+    for name in p:  # sums of four partial sums: equal to rounding
+        np.testing.assert_allclose(after[3][1][name], before[3][1][name], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(after[3][1][name], ref.vjp(x, g, with_params=True, **p)[1][name],
+                                   rtol=1e-9, atol=1e-9)
+    assert_agree(after[0], ref(x, **p), np.float64, k.rowwise, spec)
+
+
+def test_threads_are_used_where_the_measured_work_pays_for_them(monkeypatch):
+    """A kernel's cost per element is measured on its own calls; a call is split only where each
+    thread gets at least PART_NS of work: a cheap kernel (relu) on 65536 elements runs on one
+    thread, an expensive one on as many threads as there are."""
+    from actdsl import parallel
+    monkeypatch.setenv("ACTDSL_NUM_THREADS", "2")
+    assert parallel.chunks(1 << 16, 1, 0.15) == [(0, 1 << 16)]
+    assert parallel.chunks(1 << 16, 1, 10.0) == [(0, 1 << 15), (1 << 15, 1 << 16)]
+    assert parallel.chunks(100, 1 << 10, 10.0) == [(0, 50), (50, 100)]  # rows, by elements
+    assert parallel.chunks(1, 1 << 20, 10.0) == [(0, 1)]  # one row is one part
+    assert parallel.chunks(1 << 22, 1, None) == [(0, 1 << 21), (1 << 21, 1 << 22)]  # unmeasured
+    cost = parallel.Cost()
+    cost.update(1e-3, 100)  # too few elements to say
+    assert cost.ns is None
+    cost.update(1e-3, 1 << 20)
+    first = cost.ns
+    assert first == pytest.approx(1e6 / (1 << 20))
+    cost.update(1.0, 1 << 20)  # a preempted call moves the estimate at most 4x, a quarter of the way
+    assert cost.ns == pytest.approx(0.75 * first + 0.25 * 4 * first)
+    k = actdsl.compile("relu", backend="numba")
+    x = np.ones(1 << 16, np.float32)
+    for _ in range(3):
+        k(x)
+    assert k._runner._costs[k._runner._forward_kernel, x.dtype].ns is not None
+
+
+def test_compiling_the_same_text_again_returns_the_same_kernel(monkeypatch):
+    """The adapters compile the spec on every call: a text compiled before is found without
+    parsing it again, and texts that mean the same spec share one kernel."""
+    import actdsl.compiler as compiler
+    k = actdsl.compile("tanh+norm:z", backend="numba")
+    parsed = []
+    real = compiler.parse
+    monkeypatch.setattr(compiler, "parse", lambda text: parsed.append(text) or real(text))
+    assert actdsl.compile("tanh+norm:z", backend="numba") is k
+    assert parsed == []
+    assert actdsl.compile(" tanh + norm:z ", backend="numba") is k
+    assert actdsl.compile(" tanh + norm:z ", backend="numba") is k
+    assert parsed == [" tanh + norm:z "]
+    assert actdsl.compile("tanh+norm:z", backend="numpy") is not k

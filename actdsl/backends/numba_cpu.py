@@ -549,6 +549,7 @@ import contextlib  # noqa: E402
 import gc  # noqa: E402
 import threading  # noqa: E402
 import weakref  # noqa: E402
+from time import perf_counter  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -589,7 +590,9 @@ class Runner:
         self.plan = plan
         self.flat = not plan.rowwise and not plan.params
         self._ufunc = self._gufunc = None
-        self._called = set()  # (kernel, dtype) pairs already compiled
+        #: (kernel, dtype) -> its measured cost per element (parallel.Cost); a pair is here once
+        #: the kernel is compiled for that dtype
+        self._costs: dict = {}
         if not self.flat:
             self.forward_slots = len(forward_storage(plan))
             self.vjp_slots = len(vjp_storage(plan))
@@ -618,13 +621,12 @@ class Runner:
             self._gufunc = getattr(made, "ufunc", made)
         return self._gufunc
 
-    # -- the fast path: small arrays -------------------------------------------------------------
+    # -- the fast path: arrays as they are ------------------------------------------------------
     def _fast_ok(self, x: np.ndarray, axis, kernel) -> bool:
-        """Whether ``kernel`` can run on ``x`` as it is, on this thread: already compiled for its
-        dtype (the first call compiles on the general path), C-contiguous, one chunk's worth of
-        elements, and for rows (or units) a non-empty array of one axis or more, that axis last."""
-        if x.size >= parallel.MIN_PARALLEL or not x.flags.c_contiguous \
-                or (kernel, x.dtype) not in self._called:
+        """Whether ``kernel`` can run on ``x`` as it is: already compiled for its dtype (the first
+        call compiles on the general path), C-contiguous, and for rows (or units) a non-empty
+        array of one axis or more, that axis last."""
+        if not x.flags.c_contiguous or (kernel, x.dtype) not in self._costs:
             return False
         if self.flat:
             return True
@@ -666,21 +668,54 @@ class Runner:
         return cols, res
 
     def fast_forward(self, x: np.ndarray, axis, out, params: dict, specs):
-        """The forward of a small float array, or None where the general path must decide.
+        """The forward of a float array as it is, or None where the general path must decide.
         ``specs``: the kernel's parameters (``Kernel.params``), ``params`` the values given.
         A (32, 128) float32 call spent most of its time in per-call work (checks, chunking,
-        closures, the thread pool's bookkeeping), not in the kernel."""
+        closures, the thread pool's bookkeeping), not in the kernel, and so did a (128, 512) one
+        (25 µs of 33)."""
         kernel = self._forward_kernel
         cols, y = self._fast_setup(x, axis, out, params, specs, kernel)
         if y is None:
             return None
         if self.flat:
-            kernel(x.reshape(-1), y.reshape(-1))
+            self._flat_parts(kernel, (x.reshape(-1), y.reshape(-1)))
         else:
             n = x.shape[-1]
-            kernel(x.reshape(-1, n), y.reshape(-1, n), *cols,
-                   np.empty((self.forward_slots, n), x.dtype))
+            X, Y = x.reshape(-1, n), y.reshape(-1, n)
+            self._row_parts(kernel, X, lambda i, lo, hi, scratch: (X[lo:hi], Y[lo:hi], *cols, scratch),
+                            self.forward_slots)
         return y
+
+    def _flat_parts(self, kernel, arrays):
+        """``kernel`` over 1-D arrays of one length, split by measured cost."""
+        cost = self._costs[kernel, arrays[0].dtype]
+        size = arrays[0].size
+        if size < cost.MEASURE_FROM and (cost.ns is None or size * cost.ns < parallel.PART_NS):
+            kernel(*arrays)  # one part, too small to time
+            return
+        parts = parallel.chunks(size, 1, cost.ns)
+        if len(parts) == 1:
+            start = perf_counter()
+            kernel(*arrays)
+            cost.update(perf_counter() - start, size)
+        else:
+            parallel.run(kernel, lambda i, lo, hi: [a[lo:hi] for a in arrays], parts, cost)
+
+    def _row_parts(self, kernel, X, args, slots):
+        """``kernel`` over the rows of X, split by measured cost; ``args(i, lo, hi, scratch)``."""
+        cost = self._costs[kernel, X.dtype]
+        rows, n = X.shape
+        if X.size < cost.MEASURE_FROM and (cost.ns is None or X.size * cost.ns < parallel.PART_NS):
+            kernel(*args(0, 0, rows, np.empty((slots, n), X.dtype)))  # too small to time
+            return
+        parts = parallel.chunks(rows, n, cost.ns)
+        if len(parts) == 1:
+            start = perf_counter()
+            kernel(*args(0, 0, rows, np.empty((slots, n), X.dtype)))
+            cost.update(perf_counter() - start, X.size)
+        else:
+            scratch = [np.empty((slots, n), X.dtype) for _ in parts]
+            parallel.run(kernel, lambda i, lo, hi: args(i, lo, hi, scratch[i]), parts, cost, n)
 
     def fast_vjp(self, x: np.ndarray, g, axis, out, params: dict, specs):
         """dL/dx for small float arrays x and g of one shape and dtype, or None."""
@@ -692,24 +727,32 @@ class Runner:
         if dx is None:
             return None
         if self.flat:
-            kernel(x.reshape(-1), g.reshape(-1), dx.reshape(-1))
+            self._flat_parts(kernel, (x.reshape(-1), g.reshape(-1), dx.reshape(-1)))
         else:
             n = x.shape[-1]
-            acc = [np.zeros(n) for _ in cols]  # parameter gradients, not asked for here
-            kernel(x.reshape(-1, n), g.reshape(-1, n), dx.reshape(-1, n), *acc, *cols,
-                   np.empty((self.vjp_slots, n), x.dtype))
+            X, G, DX = x.reshape(-1, n), g.reshape(-1, n), dx.reshape(-1, n)
+            # parameter gradients, not asked for here: one accumulator per part
+            self._row_parts(kernel, X, lambda i, lo, hi, scratch: (
+                X[lo:hi], G[lo:hi], DX[lo:hi], *[np.zeros(n) for _ in cols], *cols, scratch),
+                self.vjp_slots)
         return dx
 
-    def _run(self, kernel, args_for_chunk, parts, dtype):
-        """parallel.run, the first call per kernel and dtype (the one that compiles) with the
-        garbage collector paused."""
+    def _parts(self, kernel, dtype, total, elements_per_item=1):
+        """How to split ``total`` items for ``kernel``: by its measured cost once there is one."""
+        cost = self._costs.get((kernel, np.dtype(dtype)))
+        return parallel.chunks(total, elements_per_item, None if cost is None else cost.ns)
+
+    def _run(self, kernel, args_for_chunk, parts, dtype, elements_per_item=1):
+        """parallel.run, timed into the kernel's cost; the first call per kernel and dtype (the
+        one that compiles) with the garbage collector paused, and not timed."""
         key = (kernel, np.dtype(dtype))
-        if key in self._called:
-            parallel.run(kernel, args_for_chunk, parts)
+        cost = self._costs.get(key)
+        if cost is not None:
+            parallel.run(kernel, args_for_chunk, parts, cost, elements_per_item)
             return
         with collector_paused(), cache.numba_compiling(self.module):
             parallel.run(kernel, args_for_chunk, parts)
-        self._called.add(key)
+        self._costs[key] = parallel.Cost()
 
     @staticmethod
     def _rows(xt: np.ndarray) -> np.ndarray:
@@ -723,7 +766,7 @@ class Runner:
         flat_in = [np.ascontiguousarray(a).reshape(-1) for a in inputs]
         flat_out = out.reshape(-1)
         self._run(kernel, lambda i, lo, hi: (*(a[lo:hi] for a in flat_in), flat_out[lo:hi]),
-                  parallel.chunks(flat_out.size), out.dtype)
+                  self._parts(kernel, out.dtype, flat_out.size), out.dtype)
         return out
 
     def _out(self, xt, out):
@@ -738,10 +781,11 @@ class Runner:
         X = self._rows(xt)
         Y = y.reshape(X.shape)
         cols = self._columns(args, X.shape[1], xt.dtype)
-        parts = parallel.chunks(X.shape[0], X.shape[1])
+        parts = self._parts(self.module.forward_rows, xt.dtype, X.shape[0], X.shape[1])
         scratch = [np.empty((self.forward_slots, X.shape[1]), xt.dtype) for _ in parts]
         self._run(self.module.forward_rows,
-                  lambda i, lo, hi: (X[lo:hi], Y[lo:hi], *cols, scratch[i]), parts, xt.dtype)
+                  lambda i, lo, hi: (X[lo:hi], Y[lo:hi], *cols, scratch[i]), parts, xt.dtype,
+                  X.shape[1])
         return y
 
     def derivative(self, xt, args):
@@ -752,7 +796,8 @@ class Runner:
         cols = self._columns(args, X.shape[1], xt.dtype)
         Y = y.reshape(X.shape)
         self._run(self.module.derivative_rows, lambda i, lo, hi: (X[lo:hi], Y[lo:hi], *cols),
-                  parallel.chunks(X.shape[0], X.shape[1]), xt.dtype)
+                  self._parts(self.module.derivative_rows, xt.dtype, X.shape[0], X.shape[1]),
+                  xt.dtype, X.shape[1])
         return y
 
     def vjp(self, xt, g, args, out=None):
@@ -763,12 +808,12 @@ class Runner:
         DX = dz.reshape(X.shape)
         units = X.shape[1]
         cols = self._columns(args, units, xt.dtype)
-        parts = parallel.chunks(X.shape[0], units)
+        parts = self._parts(self.module.vjp_rows, xt.dtype, X.shape[0], units)
         acc = [[np.zeros(units) for _ in cols] for _ in parts]
         scratch = [np.empty((self.vjp_slots, units), xt.dtype) for _ in parts]
         self._run(self.module.vjp_rows,
                   lambda i, lo, hi: (X[lo:hi], G[lo:hi], DX[lo:hi], *acc[i], *cols, scratch[i]),
-                  parts, xt.dtype)
+                  parts, xt.dtype, units)
         return dz, [sum(a[k] for a in acc) for k in range(len(cols))]
 
 
