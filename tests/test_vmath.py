@@ -1,6 +1,7 @@
 """The Numba backend's elementary functions against mpmath: at most 4 ULP over the whole finite
 range of each dtype, with NaN, ±inf, ±0 and subnormals handled (erf, erfc and the normal CDF:
-the polynomials of tools/vmath_coefficients.py, evaluated in float64; float32 rounds once)."""
+the polynomials of tools/vmath_coefficients.py, evaluated in float64; float32's normal CDF takes
+its exp in float32)."""
 import mpmath as mp
 import numpy as np
 import pytest
@@ -124,7 +125,9 @@ def test_signed_zero_and_subnormals(dtype):
 def test_polynomial_tables_are_the_tools_output(kind):
     """Every table in vmath.py is what tools/vmath_coefficients.py computes (from mpmath), so the
     tables can be reproduced (their accuracy is what the ULP test above measures), and none of
-    them cancels when evaluated (sum |d_k| X^k, X the largest |variable|, at most 1.2)."""
+    them cancels when evaluated (sum |d_k| X^k, X the largest |variable|, at most 1.2; float32's
+    normal CDF evaluates M in float64, where sum |d_k| / min M = 1.54 / 0.399 costs 2^-51, far
+    below float32's rounding)."""
     import importlib.util
     import pathlib
 
@@ -134,4 +137,5 @@ def test_polynomial_tables_are_the_tools_output(kind):
     spec.loader.exec_module(tool)
     for name, (d, _, X) in tool.tables(kind).items():
         assert getattr(vm, name) == tuple(float(a) for a in d), name
-        assert mp.fsum(abs(a) * X ** k for k, a in enumerate(d)) <= 1.2, name
+        bound = 1.6 if name == "NCDF_M_SINGLE" else 1.2
+        assert mp.fsum(abs(a) * X ** k for k, a in enumerate(d)) <= bound, name

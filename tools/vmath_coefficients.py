@@ -13,7 +13,12 @@ erf, erfc and the normal CDF, evaluated in float64 for both kinds (float32 round
                               t = (x-K)/(x+K), t0 = (1-K)/(1+K)
 
 H lies in [0.43, 1/sqrt(pi)]: a series for erfc(x) exp(x^2) itself would tend to 0 and lose
-its relative accuracy to the rounding of its coefficients. The others, evaluated in the kind's
+its relative accuracy to the rounding of its coefficients. float32's normal CDF has its own,
+one polynomial for every u = |x| (the polynomial and the products in float64, exp in float32):
+
+    M(t) = (u + K) Phi(-u) exp(u^2/2)   t = (u-K)/(u+K)               u >= 0, degree 12
+
+M lies in [0.399, 1.5]. The others, evaluated in the kind's
 own type (degrees double / single):
 
     R(u) = (tanh(x) - x)/x^3   u = x^2 <= 0.3025 (|x| < 0.55)        tanh, 10 / 4
@@ -81,6 +86,13 @@ def H(s):
     return x * mp.erfc(x) * mp.exp(x * x)
 
 
+def M(t):
+    if t >= 1:
+        return 1 / mp.sqrt(2 * mp.pi)
+    u = K * (1 + t) / (1 - t)
+    return (u + K) * mp.ncdf(-u) * mp.exp(u * u / 2)
+
+
 def Q(s):
     t = (s + 1) / 2
     return mp.log1p(t) / t if t else mp.mpf(1)
@@ -138,6 +150,9 @@ def tables(kind):
     for name, f, n in zip("ECH", (E, C, H), DEGREES[kind]):
         d = monomial(chebyshev(f, n))
         out[f"ERF_{name}_{kind.upper()}"] = (d, relative_error(d, f), 1)
+    if single:
+        d = monomial(chebyshev(M, 12))
+        out["NCDF_M_SINGLE"] = (d, relative_error(d, M), 1)
     e = in_u(monomial(chebyshev(R, 4 if single else 10)))
     out[f"TANH_R_{kind.upper()}"] = (e, relative_error(e, R, lambda s: (s + 1) * TANH_U / 2, 201),
                                      TANH_U)
@@ -158,3 +173,4 @@ if __name__ == "__main__":
               f"sum |d_k| X^k {mp.nstr(mp.fsum(abs(a) * X ** k for k, a in enumerate(d)), 3)}")
         print(f"{name} = ({', '.join(repr(float(a)) for a in d)})")
     print(f"ERF_K, ERF_T0 = {float(K)!r}, {float(T0)!r}")
+    print(f"NCDF_K = {float(K)!r}")

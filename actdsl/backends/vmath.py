@@ -84,7 +84,7 @@ _EXP_CORE = '''\
     # k = round(t log2 e) through the shifter 1.5 * 2^MANT, whose last bits then hold k as an
     # integer: no float-to-integer conversion (AVX2 has none for float64; LLVM would do it one
     # lane at a time) and no arithmetic shift of 64-bit integers (none in AVX2 either)
-    kr = t * LOG2E + SHIFTER
+    kr = (t - {b}) * LOG2E + SHIFTER
     k = kr - SHIFTER
     r = ((t - k * LN2_HI) - k * LN2_LO) - {b}
     # e^r = 1 + r (1 + r P(r)), |r| <= ln(2)/2, P from tools/vmath_coefficients.py
@@ -132,8 +132,8 @@ def exp(x):
 
 @njit(**JIT)
 def exp_minus(x, b):
-    # exp(x - b) for a tiny b (|b| < 2^-20 or so): b leaves the reduced argument, so x - b is
-    # never rounded (erfc needs exp(-a^2) with a^2 held as two parts)
+    # exp(x - b) for a small b (|b| < 0.1): k from x - b, and b leaves the reduced argument,
+    # so x - b is never rounded (erfc and ncdf need exp(-a^2) with a^2 held as two parts)
     ok = (x > EXP_LO) & (x < EXP_HI)
     t = x if ok else ZERO
     b = b if ok else ZERO
@@ -295,6 +295,12 @@ ERF_H_SINGLE = (0.5535231886653431, 0.03232551147750888, -0.03995258299461082,
                 -2.9414054214354475e-05, 4.481920218157968e-06, 1.4191191030873323e-06,
                 -4.871105980310991e-07)
 ERF_K, ERF_T0 = 3.0, -0.5
+# M: degree 12, max relative error 2.07e-9, sum |d_k| 1.54 (M lies in [0.399, 1.5])
+NCDF_M_SINGLE = (0.729083690133373, -0.509331983927697, 0.2300177114576697, -0.0472629712800294,
+                 -0.01046262728250768, 0.0069722399508593364, 0.0010256491591510198,
+                 -0.0010448601400071843, -0.000249755242315111, 0.00015394823440388633,
+                 6.697860720512722e-05, -1.5232907447223737e-05, -1.0507186943799685e-05)
+NCDF_K = 3.0
 
 _ERF = '''
 @njit(**JIT)
@@ -360,6 +366,9 @@ def erf(x):
 def erfc(x):
     return F(erfc_double(D(x)))
 
+'''
+
+_NCDF_DOUBLE = '''
 
 @njit(**JIT)
 def ncdf(x):
@@ -367,15 +376,43 @@ def ncdf(x):
     return F(D(0.5) * erfc_double(-D(x) * D(0.7071067811865476)))
 '''
 
+# float32's normal CDF (gelu's): one formula for every x where erfc_double selects among three, and
+# exp in float32 (8 lanes where float64 has 4): Phi(-u) = exp(-u^2/2) M(t) / (u + K) for u >= 0,
+# t = (u - K)/(u + K), M a polynomial (tools/vmath_coefficients.py, NCDF_M_SINGLE) evaluated in
+# float64 with the products after it; u^2/2 = h^2/2 + d (2h + d)/2 with h the leading 12 bits of
+# u (h^2 is exact), so that exp's argument is an exact part and a small one (exp_minus);
+# Phi(x) = 1 - Phi(-x) for x > 0, and one rounding to float32 at the end. Beyond u = 15 Phi(-u)
+# underflows, and u is capped there. At most 1.6 ULP (tests/test_vmath.py); 2.0x faster than
+# ncdf through erfc_double (3.2 against 6.5 ms per 2^20 elements, one thread, AVX2).
+_NCDF_SINGLE = '''
+
+@njit(**JIT)
+def ncdf(x):
+    u = abs(x)
+    c = u if u < F(15.0) else F(15.0)
+    h = from_bits(as_bits(c) & I(-4096))
+    d = c - h
+    e = exp_minus(-(h * h) * HALF, d * (h + h + d) * HALF)
+    v = D(c)
+    q = D(1.0) / (v + D({k!r}))
+    t = (v - D({k!r})) * q
+    m = {poly_m}
+    tl = D(e) * (m * q)
+    y = F(tl) if x <= ZERO else F(D(1.0) - tl)
+    return x if x != x else y
+'''
+
 
 def _erf_block(F, double: str) -> str:
     single = F is np.float32
     e, c, h = ((ERF_E_SINGLE, ERF_C_SINGLE, ERF_H_SINGLE) if single else
                (ERF_E_DOUBLE, ERF_C_DOUBLE, ERF_H_DOUBLE))
+    ncdf = (_NCDF_SINGLE.format(k=NCDF_K, poly_m=_horner("t", NCDF_M_SINGLE, "D")) if single
+            else _NCDF_DOUBLE)
     return _ERF.format(poly_e=_horner("s", e, "D"), poly_c=_horner("s", c, "D"),
                        poly_h=_horner("s", h, "D"), k=ERF_K, t0=ERF_T0,
                        scale=2 / (1 - ERF_T0),
-                       exp="DOUBLE.exp_minus" if single else "exp_minus")
+                       exp="DOUBLE.exp_minus" if single else "exp_minus") + ncdf
 
 # softplus's Q(s) = log1p(t)/t, s = 2t - 1, t in [0, 1]: relative error 1.0e-17 (double, degree
 # 20), 8.4e-10 (single, degree 10)
