@@ -41,7 +41,10 @@ def compile(spec: str | Spec, backend: str = "numpy") -> "Kernel":  # noqa: A001
         raise ActdslError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}"
                           + (f" (did you mean {hint[0]!r}?)" if hint else ""))
     text = spec if isinstance(spec, str) else str(spec)
-    typed = (text, backend, REGISTRY.generation) if isinstance(spec, str) else None
+    # the parser's own budgets are part of the key: a text refused by them is refused again
+    # after a block that raised them has ended (budget.limits)
+    typed = ((text, backend, REGISTRY.generation, budget.limit("formula_depth"),
+              budget.limit("terms")) if isinstance(spec, str) else None)
     with _cache_lock:
         key = _texts.get(typed)
         if key in _cache:

@@ -21,12 +21,6 @@ _mark("the VJP forms g'(x) = exp(x) before multiplying by dy, so dy * exp(x) ove
        '{exp(z) - 1}-numpy-float32-vjp', '{exp(z) - 1}-numpy-float64-vjp',
        '{exp(z) - 1}-numba-float32-vjp', '{exp(z) - 1}-numba-float64-vjp'])
 
-_mark('lgrelu(g=2, r=0.3)(-max) is -inf where the truth r*z is finite (an intermediate overflows '
-      'on the negative side)',
-      'test_elementwise_against_mpmath',
-      ['lgrelu(g=2, r=0.3)-numpy-float32-forward', 'lgrelu(g=2, r=0.3)-numpy-float64-forward',
-       'lgrelu(g=2, r=0.3)-numba-float32-forward', 'lgrelu(g=2, r=0.3)-numba-float64-forward'])
-
 _mark('+-inf gives NaN instead of the limit: silu/swish, mish, hardswish at -inf (limit 0), their'
       " derivatives at +-inf (limits 0 and 1), softsign at +-inf (limit +-1), maxout:3's flat "
       'piece (0 * inf), and every composition through them',

@@ -218,18 +218,22 @@ class Emitter:
             else:
                 num.append(f)
         text = " * ".join(self(f) for f in num) or self.number(sp.S.One)
+        numerator = None
         if coeff.is_Rational and coeff.q != 1 and num:
-            # x/6 is correctly rounded; x * (1/6) is not (and with FMA, -3*(1/6) + 0.5 != 0)
+            # x/6 is correctly rounded; x * (1/6) is not (and with FMA, -3*(1/6) + 0.5 != 0).
+            # p x/q as (x/q) p: 3 x/10 overflowed for x past max/3 (lgrelu(r=0.3) at -max)
             if abs(coeff.p) != 1:
-                text = f"{self.number(sp.Integer(abs(coeff.p)))} * {text}"
+                numerator = self.number(sp.Integer(abs(coeff.p)))
             den = [sp.Integer(coeff.q)] + den
             coeff = sp.Integer(-1 if coeff.p < 0 else 1)
+        if den:
+            text = f"{text} / ({' * '.join(self(f) for f in den)})"
+        if numerator is not None:
+            text = f"({text}) * {numerator}"
         if coeff == -1:
             text = f"-{text}"
         elif coeff != 1:
             text = f"{self.number(coeff)} * {text}"
-        if den:
-            text = f"{text} / ({' * '.join(self(f) for f in den)})"
         return f"({text})"
 
     def _Pow(self, e):
