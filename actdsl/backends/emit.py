@@ -108,7 +108,7 @@ class Emitter:
         self.names = dict(names)
         self._counter = itertools.count()
         self._compared: dict[sp.Symbol, list[sp.Expr]] = {}  # hoisted condition -> its operands
-        self._scanned: dict[sp.Symbol, tuple] = {}  # FirstMax's index -> (its maximum, pieces)
+        self._scanned: dict[sp.Symbol, tuple] = {}  # FirstMax's index -> (its maximum, pieces, NaN carry)
 
     # -- statements ----------------------------------------------------------------------------
     def block(self, exprs: list[sp.Expr], prefix: str = "t") -> tuple[list[str], list[str]]:
@@ -144,8 +144,16 @@ class Emitter:
                 lines += [f"{a.name} = {piece}", f"{wins.name} = {larger}",
                           f"{top.name} = {self.select([(a.name, wins.name)], top.name, [])}",
                           f"{index.name} = {self.select([(at_k, wins.name)], index.name, [])}"]
+            # NaN where the maximum is NaN, else -0.0: added to a pick, it carries the NaN
+            # without a select around the pick (maxout:3's VJP, whose six gradient lines each
+            # held one, ran 7x slower: LLVM left the loop scalar)
+            carry = fresh()
+            self.names[carry] = carry.name
+            nan = f"({top.name} != {top.name})"
+            lines.append(f"{carry.name} = "
+                         f"{self.select([(top.name, nan)], '(-' + self.number(sp.S.Zero) + ')', [])}")
             mapping[first] = index
-            self._scanned[index] = (top.name, args)
+            self._scanned[index] = (top.name, args, carry.name)
         return lines, [e.xreplace(mapping) for e in exprs]
 
     def _block(self, exprs: list[sp.Expr], prefix: str) -> tuple[list[str], list[str]]:
@@ -271,13 +279,14 @@ class Emitter:
         index, values = e.args[0], e.args[1:]
         if index not in self._scanned:
             return self(e.elementary())
-        top, pieces = self._scanned[index]
+        top, pieces, carry = self._scanned[index]
         if values == pieces:  # the maximum itself
             return top
         default = collections.Counter(values).most_common(1)[0][0]  # ties: the first met
         branches = [(self(v), f"({self(index)} == {self.number(sp.Integer(k))})")
                     for k, v in enumerate(values) if v != default]
-        return self.select(branches, self(default), [top])
+        picked = self.select(branches, self(default), []) if branches else self(default)
+        return f"({picked} + {carry})"
 
     def _Not(self, e):
         return self.logical_not(self(e.args[0]))
