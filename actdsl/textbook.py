@@ -219,7 +219,7 @@ def _variants(expr: sp.Expr) -> list[sp.Expr]:
     out = [expr]
     if nodes(expr) > 400:
         return out  # no textbook prints a formula this long; SymPy's rewrites take minutes on it
-    for f in (sp.simplify, sp.factor, _grouped, _folded):
+    for f in (sp.simplify, _factor, _grouped, _folded):
         if f is sp.simplify and nodes(expr) > 40:
             continue  # slow on long expressions, and rarely shorter there
         try:
@@ -228,6 +228,28 @@ def _variants(expr: sp.Expr) -> list[sp.Expr]:
         except Exception:  # noqa: BLE001  (SymPy's simplifiers may give up on an expression)
             pass
     return out
+
+
+#: function applications (each a generator of the polynomial SymPy factors) past which a
+#: factorization is not tried: with 15 (a custom formula summing exp, log, tanh, erf...) Wang's
+#: algorithm ran for more than 10 minutes in one process and 50 s in another
+FACTOR_GENERATORS = 6
+
+
+def _factor(expr: sp.Expr) -> sp.Expr:
+    """sp.factor, where the expression has few generators, with SymPy's random number generator
+    seeded (Wang's algorithm draws evaluation points: unseeded, its time and the form it
+    returns varied between processes) and its state restored after."""
+    if len(expr.atoms(sp.Function)) > FACTOR_GENERATORS:
+        return expr
+    from sympy.core import random as sprandom
+    saved = sprandom.rng.getstate(), sprandom._assumptions_rng.getstate()
+    sprandom.seed(0)
+    try:
+        return sp.factor(expr)
+    finally:
+        sprandom.rng.setstate(saved[0])
+        sprandom._assumptions_rng.setstate(saved[1])
 
 
 def _folded(expr: sp.Expr) -> sp.Expr:
