@@ -40,7 +40,7 @@ import actdsl  # noqa: E402
 SEED = ["linear", "sigmoid", "logistic", "tanh", "softplus", "softmax", "relu", "trel", "trec",
         "tlin", "rect:min", "rect:max", "norm:mean", "norm:max", "norm:std", "norm:z", "prelu",
         "lgrelu", "maxout:3"]
-SPECS = SEED + ["tanh+norm:z", "softplus+norm:z", "relu+softmax"]
+SPECS = SEED + ["tanh+norm:z", "softplus+norm:z", "relu+softmax", "gelu", "silu"]
 
 
 def median_ms(fn, repeat: int) -> float:

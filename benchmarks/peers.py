@@ -119,6 +119,7 @@ def torch_forwards():
         "tanh+norm:z": lambda x, p: norm_z(torch.tanh(x)),
         "softplus+norm:z": lambda x, p: norm_z(F.softplus(x)),
         "relu+softmax": lambda x, p: F.softmax(F.relu(x), dim=-1),
+        "gelu": lambda x, p: F.gelu(x), "silu": lambda x, p: F.silu(x),
     }
     fwd["logistic"], fwd["rect:max"] = fwd["sigmoid"], fwd["relu"]
     return fwd
@@ -173,6 +174,7 @@ def jax_table(dtype=np.float32):
         "tanh+norm:z": lambda x, p: norm_z(jnp.tanh(x)),
         "softplus+norm:z": lambda x, p: norm_z(jax.nn.softplus(x)),
         "relu+softmax": lambda x, p: jax.nn.softmax(jax.nn.relu(x), axis=-1),
+        "gelu": lambda x, p: jax.nn.gelu(x, approximate=False), "silu": lambda x, p: jax.nn.silu(x),
     }
     fwd["logistic"], fwd["rect:max"] = fwd["sigmoid"], fwd["relu"]
 

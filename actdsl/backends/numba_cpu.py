@@ -184,10 +184,17 @@ def generate(plan: Plan, key: str) -> str:
         layout = ",".join(["(n)"] * (1 + len(params))) + "->(n)"
         sigs = [f"void({', '.join([f'{t}[:]'] * (2 + len(params)))})" for t in ("float32", "float64")]
         args = ", ".join(["x", *params])
-        src("def make_gufunc():",
+        # the scratch row is allocated in a plain jitted function, not in the gufunc's body:
+        # compiled for the gufunc, np.empty failed once in a full test run ("No definition for
+        # lowering _ol_array_allocate"), after other tests in the same process
+        src(f"@njit(fastmath={ROW_FLAGS}, cache=True, error_model='numpy')",
+            f"def forward_row_scratch({args}, y):",
+            f"    forward_row({args}, y, np.empty(({len(forward_storage(plan))}, x.shape[0]), x.dtype))",
+            "",
+            "def make_gufunc():",
             f"    @guvectorize({sigs!r}, {layout!r}, cache=True)",
             f"    def gu({args}, y):",
-            f"        forward_row({args}, y, np.empty(({len(forward_storage(plan))}, x.shape[0]), x.dtype))",
+            f"        forward_row_scratch({args}, y)",
             "    return gu",
             "")
     return src.text()
