@@ -75,6 +75,11 @@ class Cost:
     def __init__(self):
         self.ns: float | None = None
 
+    def untimed(self, elements: int) -> bool:
+        """Whether a call on ``elements`` is run as it is, on this thread and not timed: too
+        small to say anything, and (as far as is known) too little work to split."""
+        return elements < self.MEASURE_FROM and (self.ns is None or elements * self.ns < PART_NS)
+
     def update(self, seconds: float, elements: int) -> None:
         if elements < self.MEASURE_FROM:
             return

@@ -585,7 +585,6 @@ import contextlib  # noqa: E402
 import gc  # noqa: E402
 import threading  # noqa: E402
 import weakref  # noqa: E402
-from time import perf_counter  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -726,32 +725,22 @@ class Runner:
         """``kernel`` over 1-D arrays of one length, split by measured cost."""
         cost = self._costs[kernel, arrays[0].dtype]
         size = arrays[0].size
-        if size < cost.MEASURE_FROM and (cost.ns is None or size * cost.ns < parallel.PART_NS):
-            kernel(*arrays)  # one part, too small to time
-            return
-        parts = parallel.chunks(size, 1, cost.ns)
-        if len(parts) == 1:
-            start = perf_counter()
+        if cost.untimed(size):
             kernel(*arrays)
-            cost.update(perf_counter() - start, size)
-        else:
-            parallel.run(kernel, lambda i, lo, hi: [a[lo:hi] for a in arrays], parts, cost)
+            return
+        parallel.run(kernel, lambda i, lo, hi: [a[lo:hi] for a in arrays],
+                     parallel.chunks(size, 1, cost.ns), cost)
 
     def _row_parts(self, kernel, X, args, slots):
         """``kernel`` over the rows of X, split by measured cost; ``args(i, lo, hi, scratch)``."""
         cost = self._costs[kernel, X.dtype]
         rows, n = X.shape
-        if X.size < cost.MEASURE_FROM and (cost.ns is None or X.size * cost.ns < parallel.PART_NS):
-            kernel(*args(0, 0, rows, np.empty((slots, n), X.dtype)))  # too small to time
+        if cost.untimed(X.size):
+            kernel(*args(0, 0, rows, np.empty((slots, n), X.dtype)))
             return
         parts = parallel.chunks(rows, n, cost.ns)
-        if len(parts) == 1:
-            start = perf_counter()
-            kernel(*args(0, 0, rows, np.empty((slots, n), X.dtype)))
-            cost.update(perf_counter() - start, X.size)
-        else:
-            scratch = [np.empty((slots, n), X.dtype) for _ in parts]
-            parallel.run(kernel, lambda i, lo, hi: args(i, lo, hi, scratch[i]), parts, cost, n)
+        scratch = [np.empty((slots, n), X.dtype) for _ in parts]
+        parallel.run(kernel, lambda i, lo, hi: args(i, lo, hi, scratch[i]), parts, cost, n)
 
     def fast_vjp(self, x: np.ndarray, g, axis, out, params: dict, specs):
         """dL/dx for small float arrays x and g of one shape and dtype, or None."""
