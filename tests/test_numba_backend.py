@@ -248,3 +248,28 @@ def test_the_garbage_collector_is_paused_only_while_compiling():
     want = (x * 0.25 - 1) - (x * 0.25 - 1).mean(axis=-1, keepdims=True)
     np.testing.assert_allclose(k(x), want, rtol=1e-6, atol=1e-6)
     assert gc.isenabled()
+
+
+def test_cpu_kernels_allocate_nothing_so_gufuncs_still_compile(tmp_path):
+    """An np.empty inside a CPU kernel (maxout:5's row VJP kept its pieces' index that way) made
+    every later gufunc compile in the process fail: Numba registered the allocator's lowering for
+    the first target context only. Scratch comes from the caller; only the gufunc allocates."""
+    import subprocess
+    import sys
+    src = actdsl.compile("maxout:5", backend="numba").source
+    body = src[:src.index("def make_gufunc")]
+    assert "np.empty" not in body
+    code = ("import numpy as np, actdsl\n"
+            "k = actdsl.compile('maxout:5', backend='numba')\n"
+            "x = np.ones((3, 4)); p = k.init_params(4)\n"
+            "k.vjp(x, x, with_params=True, **p)\n"
+            "g = actdsl.compile('norm:z', backend='numba').gufunc\n"
+            "print(g(np.array([[1.0, 2.0, 4.0]])).round(6).tolist())\n")
+    env = {**__import__("os").environ, "ACTDSL_CACHE_DIR": str(tmp_path / "c"),
+           "NUMBA_CACHE_DIR": str(tmp_path / "n")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    # z-scores of [1, 2, 4] (mean 7/3, std sqrt(14)/3)
+    want = [round((v - 7 / 3) / (14 ** 0.5 / 3), 6) for v in (1.0, 2.0, 4.0)]
+    assert out.stdout.strip() == str([want])

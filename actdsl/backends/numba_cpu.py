@@ -184,17 +184,10 @@ def generate(plan: Plan, key: str) -> str:
         layout = ",".join(["(n)"] * (1 + len(params))) + "->(n)"
         sigs = [f"void({', '.join([f'{t}[:]'] * (2 + len(params)))})" for t in ("float32", "float64")]
         args = ", ".join(["x", *params])
-        # the scratch row is allocated in a plain jitted function, not in the gufunc's body:
-        # compiled for the gufunc, np.empty failed once in a full test run ("No definition for
-        # lowering _ol_array_allocate"), after other tests in the same process
-        src(f"@njit(fastmath={ROW_FLAGS}, cache=True, error_model='numpy')",
-            f"def forward_row_scratch({args}, y):",
-            f"    forward_row({args}, y, np.empty(({len(forward_storage(plan))}, x.shape[0]), x.dtype))",
-            "",
-            "def make_gufunc():",
+        src("def make_gufunc():",
             f"    @guvectorize({sigs!r}, {layout!r}, cache=True)",
             f"    def gu({args}, y):",
-            f"        forward_row_scratch({args}, y)",
+            f"        forward_row({args}, y, np.empty(({len(forward_storage(plan))}, x.shape[0]), x.dtype))",
             "    return gu",
             "")
     return src.text()
@@ -561,9 +554,13 @@ def _rows_vjp(src: Source, plan: Plan, params: list[str]):
         # the gradients in a loop of their own, from the picks' indices (and NaN carries) kept
         # per element: in the loop that scans the pieces, 10 accumulations (maxout:5) or more
         # left it scalar (54 ms where maxout:4 took 7, 2048x1024 float32)
+        # kept in rows of the scratch T past the storage's (SLOTS of them, read by the Runner): an
+        # np.empty in a CPU kernel made Numba's later gufunc compiles of np.empty fail ("No
+        # definition for lowering _ol_array_allocate", the overload's lowering registered for
+        # one target context only)
         src(*[f"IDX{k}[j] = {name}" for k, name in enumerate(kept)])
         src.dedent()
-        src.lines[at:at] = ["    " + f"IDX{k} = np.empty(nn, X.dtype)" for k in range(len(kept))]
+        src.lines[at:at] = ["    " + f"IDX{k} = T[{len(store) + k}]" for k in range(len(kept))]
         for first in range(0, len(dps), 8):  # (16 in one loop: scalar again, maxout:8)
             group = dps[first:first + 8]
             used = set(re.findall(r"\bp\d+\b", " ".join(group)))  # load only these (maxout: none)
@@ -577,7 +574,7 @@ def _rows_vjp(src: Source, plan: Plan, params: list[str]):
     src.dedent()
     _row_prologue(src, em, at)
     src.dedent()
-    src("")
+    src("", f"SLOTS = {len(kept)}  # scratch rows vjp_rows needs past its storage's", "")
 
 
 # -- running the generated module -------------------------------------------------------------
@@ -630,7 +627,7 @@ class Runner:
         self._costs: dict = {}
         if not self.flat:
             self.forward_slots = len(forward_storage(plan))
-            self.vjp_slots = len(vjp_storage(plan))
+            self.vjp_slots = len(vjp_storage(plan)) + module.SLOTS
         self._forward_kernel = module.forward_flat if self.flat else module.forward_rows
         self._vjp_kernel = module.vjp_flat if self.flat else module.vjp_rows
 
