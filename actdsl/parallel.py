@@ -75,10 +75,13 @@ class Cost:
     def __init__(self):
         self.ns: float | None = None
 
-    def untimed(self, elements: int) -> bool:
-        """Whether a call on ``elements`` is run as it is, on this thread and not timed: too
-        small to say anything, and (as far as is known) too little work to split."""
-        return elements < self.MEASURE_FROM and (self.ns is None or elements * self.ns < PART_NS)
+    def alone(self, elements: int) -> bool:
+        """Whether a call on ``elements`` runs as one part on this thread (``chunks`` would not
+        split it), so that it can skip the slicing and the pool's bookkeeping."""
+        ns = self.ns
+        if ns is None:
+            return elements < 2 * MIN_PARALLEL
+        return elements * ns < 2 * PART_NS
 
     def update(self, seconds: float, elements: int) -> None:
         if elements < self.MEASURE_FROM:

@@ -29,14 +29,29 @@ except ImportError as e:  # pragma: no cover - depends on the installation
 
 from .compiler import compile as _compile
 from .errors import ActdslError
+from .registry import REGISTRY as _REGISTRY
 
 _DTYPES = (_torch.float32, _torch.float64)
 _HALF = (_torch.float16, _torch.bfloat16)
 Tensor = _torch.Tensor
 
 
+_kernels: dict = {}
+
+
 def _kernel(spec: str, device_type: str, cpu_backend: str):
-    return _compile(spec, backend="cuda" if device_type == "cuda" else cpu_backend)
+    """The compiled kernel, remembered here: eager calls ask for it twice a training step, and
+    ``compile`` (which checks the parser's budgets for a text it has not seen) costs a few µs
+    more. A kernel is kept while the registry is unchanged (a re-registered name recompiles)."""
+    key = (spec, device_type, cpu_backend)
+    hit = _kernels.get(key)
+    if hit is not None and hit[0] == _REGISTRY.generation:
+        return hit[1]
+    kernel = _compile(spec, backend="cuda" if device_type == "cuda" else cpu_backend)
+    if len(_kernels) >= 1024:
+        _kernels.clear()
+    _kernels[key] = (_REGISTRY.generation, kernel)
+    return kernel
 
 
 def _check(x: Tensor):
@@ -52,7 +67,7 @@ def _work(t: Tensor) -> Tensor:
 
 
 def _np(t: Tensor) -> np.ndarray:
-    if t.dtype in _DTYPES and t.device.type == "cpu" and t.is_contiguous():
+    if t.is_cpu and t.dtype in _DTYPES and t.is_contiguous():
         return t.detach().numpy()  # the common case, in a third of the time
     return _work(t).cpu().contiguous().numpy()
 
@@ -92,8 +107,8 @@ def _named(spec: str, k, names) -> None:
 
 
 def _tensor(a, like: Tensor) -> Tensor:
-    t = _torch.from_numpy(np.ascontiguousarray(a))
-    if t.dtype == like.dtype and like.device.type == "cpu":
+    t = _torch.from_numpy(a if a.flags.c_contiguous else np.ascontiguousarray(a))
+    if t.dtype == like.dtype and like.is_cpu:
         return t
     return t.to(device=like.device, dtype=like.dtype)
 
@@ -104,10 +119,11 @@ def _grads(grads: dict, names, params) -> list:
 
 def _forward(spec, backend, axis, names, x, params):
     _check(x)
-    k = _kernel(spec, x.device.type, backend)
+    cuda = x.is_cuda
+    k = _kernel(spec, "cuda" if cuda else "cpu", backend)
     _named(spec, k, names)
-    values = _values(names, params, _units(x, axis))
-    if x.device.type == "cuda" and x.dtype in _DTYPES:
+    values = _values(names, params, _units(x, axis)) if names else {}
+    if cuda and x.dtype in _DTYPES:
         xc = x.detach().contiguous()
         y = _torch.empty_like(xc)
         k(xc, axis=axis, out=y, **values)
@@ -139,9 +155,10 @@ def _(spec, backend, axis, names, x, params):
 
 
 def _vjp(spec, backend, axis, names, x, gy, params, want_params):
-    k = _kernel(spec, x.device.type, backend)
-    values = _values(names, params, _units(x, axis))
-    if x.device.type == "cuda" and x.dtype in _DTYPES:
+    cuda = x.is_cuda
+    k = _kernel(spec, "cuda" if cuda else "cpu", backend)
+    values = _values(names, params, _units(x, axis)) if names else {}
+    if cuda and x.dtype in _DTYPES:
         xc, gc = x.detach().contiguous(), gy.detach().contiguous()
         dx = _torch.empty_like(xc)
         got = k.vjp(xc, gc, axis=axis, out=dx, with_params=want_params, **values)
@@ -333,10 +350,11 @@ class Activation(_torch.nn.Module):
         for name, value in init.items():
             self.register_parameter(name, _torch.nn.Parameter(_torch.as_tensor(value, dtype=dtype)))
         self.names = list(init)
+        self._joined = ",".join(self.names)
 
     def forward(self, x):
-        return _call(self.spec, self.cpu_backend, self.axis, ",".join(self.names), x,
-                     [getattr(self, n) for n in self.names], self.inplace)
+        return _call(self.spec, self.cpu_backend, self.axis, self._joined, x,
+                     [getattr(self, n) for n in self.names] if self.names else [], self.inplace)
 
     def extra_repr(self) -> str:
         return f"{self.spec!r}, axis={self.axis}" + (", inplace=True" if self.inplace else "")

@@ -154,3 +154,23 @@ def test_inplace_under_compile():
     c(x).sum().backward()
     torch.testing.assert_close(m[0].bias.grad, (1 - torch.tanh(m[0](x)) ** 2).sum(0).detach())
     assert not counters["graph_break"]
+
+
+def test_a_reregistered_name_is_the_new_definition_in_torch():
+    """actdsl.torch remembers compiled kernels between calls; a name registered again must give
+    the new definition (forward and gradient), as actdsl.compile does."""
+    import sympy as sp
+    z = sp.Symbol("z")
+    x = torch.linspace(-2, 2, 9, dtype=torch.float64, requires_grad=True)
+    try:
+        actdsl.register("twice_or_thrice", 2 * z, "2z")
+        y = at.apply("twice_or_thrice", x)
+        y.sum().backward()
+        assert torch.equal(y.detach(), 2 * x.detach()) and torch.equal(x.grad, torch.full_like(x, 2))
+        actdsl.register("twice_or_thrice", 3 * z, "3z", replace=True)
+        x.grad = None
+        y = at.Activation("twice_or_thrice")(x)
+        y.sum().backward()
+        assert torch.equal(y.detach(), 3 * x.detach()) and torch.equal(x.grad, torch.full_like(x, 3))
+    finally:
+        actdsl.unregister("twice_or_thrice")

@@ -582,6 +582,7 @@ import contextlib  # noqa: E402
 import gc  # noqa: E402
 import threading  # noqa: E402
 import weakref  # noqa: E402
+from time import perf_counter  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -722,8 +723,13 @@ class Runner:
         """``kernel`` over 1-D arrays of one length, split by measured cost."""
         cost = self._costs[kernel, arrays[0].dtype]
         size = arrays[0].size
-        if cost.untimed(size):
-            kernel(*arrays)
+        if cost.alone(size):  # one part: no slices, closures or pool (a training step's
+            if size < cost.MEASURE_FROM:  # activations: each µs of Python counts there)
+                kernel(*arrays)
+            else:
+                start = perf_counter()
+                kernel(*arrays)
+                cost.update(perf_counter() - start, size)
             return
         parallel.run(kernel, lambda i, lo, hi: [a[lo:hi] for a in arrays],
                      parallel.chunks(size, 1, cost.ns), cost)
@@ -732,8 +738,14 @@ class Runner:
         """``kernel`` over the rows of X, split by measured cost; ``args(i, lo, hi, scratch)``."""
         cost = self._costs[kernel, X.dtype]
         rows, n = X.shape
-        if cost.untimed(X.size):
-            kernel(*args(0, 0, rows, np.empty((slots, n), X.dtype)))
+        if cost.alone(X.size) or rows < 2:
+            work = args(0, 0, rows, np.empty((slots, n), X.dtype))
+            if X.size < cost.MEASURE_FROM:
+                kernel(*work)
+            else:
+                start = perf_counter()
+                kernel(*work)
+                cost.update(perf_counter() - start, X.size)
             return
         parts = parallel.chunks(rows, n, cost.ns)
         scratch = [np.empty((slots, n), X.dtype) for _ in parts]
