@@ -162,6 +162,7 @@ class Emitter:
         # the row length stays out of shared parts, so r/n is printed as an (exact) division
         # canonical order: the same source in every process (the cache is keyed on the source)
         lets, reduced = sp.cse(exprs, symbols=fresh, order="canonical", ignore=self.keep_inline)
+        lets, reduced = self.after_cse(lets, reduced, fresh)
         lines = []
         for sym, value in lets:
             self.names[sym] = sym.name
@@ -169,6 +170,10 @@ class Emitter:
                 self._compared[sym] = self._operands(value)
             lines.append(f"{sym.name} = {self(value)}")
         return lines, [self(e) for e in reduced]
+
+    def after_cse(self, lets: list, reduced: list, fresh) -> tuple[list, list]:
+        """A target's rearrangement of the assignments CSE found (``fresh`` gives new symbols)."""
+        return lets, reduced
 
     # -- expressions ---------------------------------------------------------------------------
     def __call__(self, e) -> str:

@@ -27,7 +27,7 @@ import sympy as sp
 
 from .emit import Emitter, Source
 from .. import budget
-from ..derive import Plan, split_common
+from ..derive import Plan, _unevaluated, split_common
 from ..ir import RowMax, RowSum, n, z
 from ..stable import at_inf
 
@@ -51,29 +51,57 @@ class NumbaEmitter(Emitter):
         self.anchor = anchor          # a variable of the kernel's float type, for typed literals
         self.constants: dict[str, str] = {}
 
-    def _block(self, exprs, prefix: str = "t"):
-        """As ``Emitter._block``, with every expensive call inside a branch computed before the
-        branches: Numba turns a conditional expression into control flow, which LLVM leaves as a
-        branch (no vectorization) when the branch holds a long inlined function. Computed
-        unconditionally (vmath's functions have no traps or side effects), only a select remains:
-        gelu 15.0 -> 6.3 ns/element. An unused value is discarded by the select, as before."""
-        hoisted = {}
-        for e in exprs:
-            for guarded in e.atoms(at_inf):  # the limits at ±inf are a select around the value
-                for call in _outer_calls(guarded.args[0]):
-                    if call not in hoisted:
-                        hoisted[call] = sp.Symbol(f"_{prefix}{next(self._counter)}", real=True)
-            for pw in e.atoms(sp.Piecewise):
-                for value, _ in pw.args:
-                    for call in _outer_calls(value):
-                        if call not in hoisted:
-                            hoisted[call] = sp.Symbol(f"_{prefix}{next(self._counter)}", real=True)
-        lines = []
-        for call, sym in hoisted.items():
-            lines.append(f"{sym.name} = {self(call)}")
-            self.names[sym] = sym.name
-        more, outs = super()._block([e.xreplace(hoisted) for e in exprs], prefix)
-        return lines + more, outs
+    def after_cse(self, lets, reduced, fresh):
+        """Every expensive call inside a branch computed before the branches: Numba turns a
+        conditional expression into control flow, which LLVM leaves as a branch (no
+        vectorization) when the branch holds a long inlined function. Computed unconditionally
+        (vmath's functions have no traps or side effects), only a select remains: gelu 15.0 ->
+        6.3 ns/element. An unused value is discarded by the select, as before.
+
+        Done after CSE, on its assignments in order: a call is hoisted in terms of the common
+        subexpressions before it, and a call inside another's branches first. (Hoisted before
+        CSE, each call was printed whole: tanh+softplus+sigmoid+relu+elu+selu's forward held
+        sigmoid(softplus(tanh(z))) 33 times, and Numba took 8.8 s to compile it.)"""
+        hoisted: dict = {}  # call -> its symbol, a call inside another's branches first
+
+        def collect(value):
+            calls = []
+            for guarded in value.atoms(at_inf):  # the limits at ±inf are a select around the value
+                calls += _outer_calls(guarded.args[0])
+            for pw in value.atoms(sp.Piecewise):
+                for branch, _ in pw.args:
+                    calls += _outer_calls(branch)
+            for call in calls:
+                if call not in hoisted:
+                    for arg in call.args:
+                        collect(arg)
+                    hoisted.setdefault(call, next(fresh))
+
+        for _, value in lets:
+            collect(value)
+        for e in reduced:
+            collect(e)
+        if not hoisted:
+            return lets, reduced
+        # each call's value in terms of the calls hoisted inside it; computed just before the
+        # first assignment that uses it (its arguments use only assignments before that one),
+        # and replaced everywhere, in branches or not
+        rank = {sym: k for k, sym in enumerate(hoisted.values())}
+        body = {sym: _unevaluated(call, tuple(a.xreplace(hoisted) for a in call.args))
+                for call, sym in hoisted.items()}
+        out, done = [], set()
+
+        def emit_used(value):
+            for sym in sorted(value.free_symbols & rank.keys() - done, key=rank.__getitem__):
+                if sym not in done:
+                    done.add(sym)
+                    emit_used(body[sym])
+                    out.append((sym, body[sym]))
+            return value
+
+        for sym, value in lets:
+            out.append((sym, emit_used(value.xreplace(hoisted))))
+        return out, [emit_used(e.xreplace(hoisted)) for e in reduced]
 
     def number(self, e) -> str:
         if e is sp.nan:
