@@ -79,7 +79,7 @@ class ActdslTable(SphinxDirective):
         cols = list(self.options.get("columns", COLUMNS))
         if not self.options.get("derivatives", True) and "derivative" in cols:
             cols.remove("derivative")
-        table = nodes.table(classes=["actdsl-table"])
+        table = nodes.table(classes=["actdsl-table", "colwidths-auto"])  # the browser sizes columns
         group = nodes.tgroup(cols=len(cols))
         table += group
         group.extend(nodes.colspec(colwidth=1) for _ in cols)
@@ -90,7 +90,9 @@ class ActdslTable(SphinxDirective):
             body += self._row([self._cell(r, c) for c in cols])
         group += head
         group += body
-        out = [table]
+        # the table takes the page's width and wraps its text columns; a table still wider than
+        # the page (formulas do not wrap) scrolls inside its box
+        out = [nodes.container("", table, classes=["actdsl-scroll"])]
         notes = [r for r in rs if r.symbols]
         if notes and ("g" in cols or "derivative" in cols):
             out.append(self._where(notes))

@@ -9,10 +9,12 @@ without any script or network.
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass
 
 import sympy as sp
 from sympy.printing.mathml import MathMLPresentationPrinter
+from sympy.printing.precedence import PRECEDENCE
 
 from .backends.latex import _means, to_latex
 from .errors import ActdslError
@@ -208,6 +210,23 @@ class MathML(MathMLPresentationPrinter):
     def _fenced(self, inner):
         return self._mrow(self._el("mo", "("), inner, self._el("mo", ")"))
 
+    #: actdsl's primitives that print as a sum or difference (SymPy ranks every function call
+    #: above a product, so α·expm1(z) lost its brackets: "α eᶻ − 1")
+    _SUMS = ("expm1", "shifted", "tanhshrink")
+
+    def parenthesize(self, item, level, strict=False):
+        if type(item).__name__ in self._SUMS and level > PRECEDENCE["Add"]:
+            return self._fenced(self._print(item))
+        return super().parenthesize(item, level, strict)
+
+    def _print_Exp1(self, e):
+        return self._el("mi", "e")  # as textbooks print it, not the double-struck ⅇ
+
+    def _print_Symbol(self, sym, style="plain"):
+        if sym.name in _GREEK:  # SymPy's own table has no varepsilon: it printed the word
+            return self._el("mi", _GREEK[sym.name])
+        return super()._print_Symbol(sym, style)
+
     # row reductions, by class name (RowSum, RowMax, RowShift; RowMean from backends.latex)
     def _print_RowSum(self, e):
         return self._mrow(self._el("mo", "∑"), self._fenced(self._print(e.args[0])))
@@ -306,6 +325,11 @@ th{background:#f3f3f3}tr.seed td:first-child{font-weight:bold}code{font-size:95%
 math{font-size:110%}.notes li{margin:.3em 0}"""
 
 
+def _html_text(text: str) -> str:
+    """Escaped, with the notes' `code` spans as <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
+
 def _html(rs) -> str:
     e = html.escape
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -324,7 +348,7 @@ def _html(rs) -> str:
                    f"<td>{r.kind}</td></tr>")
     out.append("</tbody></table>")
     out.append(f"<h2>Seed corrections</h2><p>{e(SEED_NOTE)}</p><ul class=\"notes\">")
-    out += [f"<li><code>{e(k)}</code>: {e(n)}</li>" for k, n in _notes(rs)]
+    out += [f"<li><code>{e(k)}</code>: {_html_text(n)}</li>" for k, n in _notes(rs)]
     out.append("</ul></body></html>")
     return "\n".join(out) + "\n"
 
