@@ -297,22 +297,51 @@ class Storage:
         if not calls:
             return
         _open_loop(src, params)
-        lines, texts = em.block(calls, prefix="c")
-        src(*lines, *[f"T[{self.index[c]}, j] = {t}" for c, t in zip(calls, texts)])
+        calls = sorted(calls, key=_size)
+        bodies = [self._body(c) for c in calls]
+        src(*self._loads(em, p, bodies, calls))
+        for call, body in zip(calls, bodies):  # smaller first: a call inside another is ready
+            lines, (text,) = em.block([body], prefix="c")
+            k = self.index[call]
+            src(*lines, f"t{k} = {text}", f"T[{k}, j] = t{k}")
+            em.names[self.symbol[call]] = f"t{k}"
         src.dedent()
 
-    def loop_head(self, em: NumbaEmitter, p: int, exprs) -> list[str]:
-        """Lines at the top of pass ``p``'s loop body: compute-and-store or load."""
-        lines = []
+    def _body(self, call):
+        """``call`` with the stored calls inside it as their symbols: a value stored by one pass
+        is loaded by the next, never computed again (once elu+log_softmax's exp pass computed
+        expm1(z) a second time where the max pass had stored it)."""
+        inner = {c: sym for c, sym in self.symbol.items() if c != call}
+        args = tuple(a.xreplace(inner) for a in call.args)
+        return call if args == call.args else _unevaluated(call, args)
+
+    def _loads(self, em: NumbaEmitter, p: int, exprs, computed=()) -> list[str]:
+        """Loads of the values stored before pass ``p``'s loop that ``exprs`` use."""
         needed = set().union(*[e.free_symbols for e in exprs]) if exprs else set()
+        lines = []
         for call, k in self.index.items():
             sym = self.symbol[call]
             em.names[sym] = f"t{k}"
-            if self.first[call] == p and p not in self.reducing:
-                lines += [f"t{k} = {em(call)}", f"T[{k}, j] = t{k}"]
-            elif self.first[call] <= p and sym in needed:
+            ready = self.first[call] < p or (self.first[call] == p and p in self.reducing
+                                              and call not in computed)
+            if ready and sym in needed:
                 lines.append(f"t{k} = T[{k}, j]")
         return lines
+
+    def loop_head(self, em: NumbaEmitter, p: int, exprs) -> list[str]:
+        """Lines at the top of pass ``p``'s loop body: compute-and-store or load."""
+        computes = sorted((c for c in self.index if self.first[c] == p and p not in self.reducing),
+                          key=_size)
+        bodies = [self._body(c) for c in computes]
+        lines = self._loads(em, p, list(exprs) + bodies)
+        for call, body in zip(computes, bodies):  # smaller first: a call inside another is ready
+            k = self.index[call]
+            lines += [f"t{k} = {em(body)}", f"T[{k}, j] = t{k}"]
+        return lines
+
+
+def _size(e: sp.Expr) -> int:
+    return sum(1 for _ in sp.preorder_traversal(e))
 
 
 def _row_prologue(src: Source, em: NumbaEmitter, at: int):
