@@ -20,7 +20,8 @@ html_math_renderer = "actdsl-mathml"
 html_theme = "alabaster"
 html_static_path = ["_static"]
 html_css_files = ["actdsl.css"]
-html_theme_options = {"description": "activation functions, compiled", "page_width": "1280px"}
+html_theme_options = {"description": "activation functions, compiled", "page_width": "1280px",
+                      "body_max_width": "960px"}
 
 # The generated reference (`actdsl docs docs/`) and the build itself are not pages of this site.
 exclude_patterns = ["_build", "README.md", "activations.md", "gallery", "Thumbs.db", ".DS_Store"]
