@@ -234,7 +234,13 @@ def _docs(args) -> int:
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Help that states every option's default."""
+    """Help that states every option's default (an option that has none, required or
+    repeatable, says what happens instead, not "default: None")."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.required:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -54,6 +54,10 @@ def test_help_states_defaults(capsys):
         with pytest.raises(SystemExit):
             main(argv)
         assert default in " ".join(capsys.readouterr().out.split())
+    for command in ("plot", "check", "bench", "show", "compile", "latex", "table", "docs", "list"):
+        with pytest.raises(SystemExit):  # a required or repeatable option has no default to state
+            main([command, "--help"])
+        assert "default: None" not in capsys.readouterr().out, command
 
 
 class _Terminal(io.StringIO):
