@@ -13,7 +13,7 @@ from reference import COMPOSITIONS, KINKS, ROWWISE
 
 KEYS = sorted(d.key for d in REGISTRY.definitions())
 SPECS = KEYS + list(COMPOSITIONS) + ["prelu+norm:z", "tanh+lgrelu+softmax", "maxout:2+norm:max",
-                                     "elu(alpha=0.5)+log_softmax"]
+                                     "elu(alpha=0.5)+log_softmax", "mish+softmax"]
 # elementwise: a few ULP of the result; row-wise: relative to the row's scale
 BOUND = {np.float32: 16 * np.finfo(np.float32).eps, np.float64: 64 * np.finfo(np.float64).eps}
 
@@ -296,7 +296,7 @@ def _calls(function_source: str) -> list[str]:
 
 @pytest.mark.parametrize("spec", ["tanh+softplus+sigmoid+relu+elu+selu", "sigmoid+relu+elu",
                                   "mish+elu", "gelu+silu+celu", "softplus+hardswish+selu",
-                                  "tanh+norm:z", "elu+log_softmax"])
+                                  "tanh+norm:z", "elu+log_softmax", "mish+softmax"])
 def test_each_expensive_call_is_computed_once_per_function(spec):
     """The generated source computes each transcendental call once per function: a call hoisted
     out of a branch is written in terms of the values computed before it. (It was once printed

@@ -273,15 +273,36 @@ class Storage:
 
     def __init__(self, plan: Plan, passes: list[list[sp.Expr]], reducing: set[int]):
         constants = frozenset([n, *(r.symbol for r in plan.reductions)])
-        first, uses = {}, {}
+        first, uses, occurrences = {}, {}, []
         for p, exprs in enumerate(passes):
             for e in exprs:
                 for call in _outer_calls(e, constants):
                     first.setdefault(call, p)
                     uses.setdefault(call, set()).add(p)
+                    occurrences.append((p, call))
         stored = [c for c in first if len(uses[c]) > 1 or first[c] in reducing]
+        kept = set(stored)
+        # a call inside outermost calls that are computed apart (in two passes, or one of them
+        # stored) is computed once more for each: mish+softmax's VJP computed softplus(z) inside
+        # the stored tanh and again inside sech. Such a call is stored too. (Within one pass, and
+        # where no holder is stored, CSE already shares it.)
+        holders, passes_of, earliest = {}, {}, {}
+        for p, call in occurrences:
+            if call in kept and p != first[call]:
+                continue  # loaded there
+            stack = [call]
+            while stack:
+                c = stack.pop()
+                if c is not call and c in kept:
+                    continue  # loaded
+                holders.setdefault(c, set()).add(call)
+                passes_of.setdefault(c, set()).add(p)
+                earliest.setdefault(c, p)
+                stack += [inner for a in c.args for inner in _outer_calls(a, constants)]
+        stored += [c for c, hs in holders.items() if c not in kept and len(hs) > 1
+                   and (len(passes_of[c]) > 1 or kept & hs)]
         self.index = {c: k for k, c in enumerate(stored)}
-        self.first = {c: first[c] for c in stored}
+        self.first = {c: first[c] if c in kept else earliest[c] for c in stored}
         self.reducing = set(reducing)
         self.symbol = {c: sp.Symbol(f"t{k}", real=True) for c, k in self.index.items()}
 
