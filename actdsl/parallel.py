@@ -83,6 +83,15 @@ class Cost:
             return elements < 2 * MIN_PARALLEL
         return elements * ns < 2 * PART_NS
 
+    def call(self, kernel, args, elements: int) -> None:
+        """``kernel(*args)`` as one part on this thread, timed where it is large enough to say."""
+        if elements < self.MEASURE_FROM:
+            kernel(*args)
+            return
+        start = perf_counter()
+        kernel(*args)
+        self.update(perf_counter() - start, elements)
+
     def update(self, seconds: float, elements: int) -> None:
         if elements < self.MEASURE_FROM:
             return

@@ -354,7 +354,7 @@ class Activation(_torch.nn.Module):
 
     def forward(self, x):
         return _call(self.spec, self.cpu_backend, self.axis, self._joined, x,
-                     [getattr(self, n) for n in self.names] if self.names else [], self.inplace)
+                     [getattr(self, n) for n in self.names], self.inplace)
 
     def extra_repr(self) -> str:
         return f"{self.spec!r}, axis={self.axis}" + (", inplace=True" if self.inplace else "")

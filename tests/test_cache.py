@@ -117,7 +117,8 @@ def test_generated_source_is_the_same_in_every_process(tmp_path):
     script = textwrap.dedent("""
         import hashlib, actdsl
         from actdsl.registry import REGISTRY
-        specs = sorted(d.key for d in REGISTRY.definitions()) + ["tanh+norm:z", "maxout:4+softmax"]
+        specs = sorted(d.key for d in REGISTRY.definitions()) + ["tanh+norm:z", "maxout:4+softmax",
+                                                                     "tanh+softplus+sigmoid+relu+elu+selu"]
         text = "".join(actdsl.compile(s, backend=b).source for s in specs for b in ("numpy", "numba"))
         print(hashlib.sha256(text.encode()).hexdigest())
     """)

@@ -38,7 +38,7 @@ VOCABULARY = frozenset("""
     gridDim gridsize gu gufunc guvectorize gy h half i ia ib if ignore import in inf int io ipow
     j jit jvp k key ki kr lam lane large ldexp like lit log lowest m make math max mid model n nan ncdf nf njit nn
     neg nogil not np nthr numba numpy nwarps o off ok or order out p minus plus pos pow py q r range reassoc return
-    row rowmax rows rowsum rt s scale scaled scratch sech shape shared shfl shifted sigmoid sin sinh size small
+    row rowmax rows rowsum rt s scale scaled sech shape shared shfl shifted sigmoid sin sinh size small
     softplus softsign special sqrt square step sub sums sync syncthreads t take tan tanh
     tanhshrink threadIdx through tid tiny tl u ufunc v va vb vectorize vjp vm vmath void warp where while
     wide with x xs y z

@@ -65,17 +65,15 @@ class NumbaEmitter(Emitter):
         hoisted: dict = {}  # call -> its symbol, a call inside another's branches first
 
         def collect(value):
-            calls = []
-            for guarded in value.atoms(at_inf):  # the limits at ±inf are a select around the value
-                calls += _outer_calls(guarded.args[0])
-            for pw in value.atoms(sp.Piecewise):
+            calls = []  # atoms() is a set: sorted, so that every process writes the same source
+            for guarded in sorted(value.atoms(at_inf), key=sp.default_sort_key):
+                calls += _outer_calls(guarded.args[0])  # the limits at ±inf: a select too
+            for pw in sorted(value.atoms(sp.Piecewise), key=sp.default_sort_key):
                 for branch, _ in pw.args:
                     calls += _outer_calls(branch)
-            for call in calls:
+            for call in calls:  # (calls inside a hoisted call are found by atoms() too)
                 if call not in hoisted:
-                    for arg in call.args:
-                        collect(arg)
-                    hoisted.setdefault(call, next(fresh))
+                    hoisted[call] = next(fresh)
 
         for _, value in lets:
             collect(value)
@@ -660,7 +658,6 @@ import contextlib  # noqa: E402
 import gc  # noqa: E402
 import threading  # noqa: E402
 import weakref  # noqa: E402
-from time import perf_counter  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -801,13 +798,8 @@ class Runner:
         """``kernel`` over 1-D arrays of one length, split by measured cost."""
         cost = self._costs[kernel, arrays[0].dtype]
         size = arrays[0].size
-        if cost.alone(size):  # one part: no slices, closures or pool (a training step's
-            if size < cost.MEASURE_FROM:  # activations: each µs of Python counts there)
-                kernel(*arrays)
-            else:
-                start = perf_counter()
-                kernel(*arrays)
-                cost.update(perf_counter() - start, size)
+        if cost.alone(size):  # no slices, closures or pool (each µs counts in a training step)
+            cost.call(kernel, arrays, size)
             return
         parallel.run(kernel, lambda i, lo, hi: [a[lo:hi] for a in arrays],
                      parallel.chunks(size, 1, cost.ns), cost)
@@ -817,13 +809,7 @@ class Runner:
         cost = self._costs[kernel, X.dtype]
         rows, n = X.shape
         if cost.alone(X.size) or rows < 2:
-            work = args(0, 0, rows, np.empty((slots, n), X.dtype))
-            if X.size < cost.MEASURE_FROM:
-                kernel(*work)
-            else:
-                start = perf_counter()
-                kernel(*work)
-                cost.update(perf_counter() - start, X.size)
+            cost.call(kernel, args(0, 0, rows, np.empty((slots, n), X.dtype)), X.size)
             return
         parts = parallel.chunks(rows, n, cost.ns)
         scratch = [np.empty((slots, n), X.dtype) for _ in parts]
