@@ -20,7 +20,10 @@ SCRIPT = textwrap.dedent("""
     y = k(x)
     t2 = time.perf_counter()
     ref = actdsl.compile(sys.argv[1])(x)
-    print(json.dumps({"load": t2 - t1, "err": float(np.max(np.abs(y - ref)))}))
+    stats = k._runner._forward_kernel.stats  # Numba's: machine code loaded or compiled
+    print(json.dumps({"load": t2 - t1, "err": float(np.max(np.abs(y - ref))),
+                      "hits": sum(stats.cache_hits.values()),
+                      "misses": sum(stats.cache_misses.values())}))
 """)
 
 
@@ -47,7 +50,9 @@ def test_second_process_reuses_machine_code(tmp_path):
     assert first["err"] < 1e-6 and second["err"] < 1e-6
     assert len(kernel_files(cache)) == 1
     assert list(cache.glob("**/*.nbi")), "Numba wrote no cache index"
-    assert second["load"] < first["load"] / 2, (first, second)
+    # the second process loads the first's machine code and compiles nothing (a timing ratio
+    # stood here: it failed on a loaded machine once compiles got faster)
+    assert first["misses"] >= 1 and second["misses"] == 0 and second["hits"] >= 1, (first, second)
 
 
 @pytest.mark.parametrize("specs", [[SPEC] * 4, [SPEC, "softsign+softmax", SPEC, "elu+norm:std"]],
