@@ -99,12 +99,13 @@ class MpEvaluator:
         "softplus": lambda u: mpmath.log1p(mpmath.exp(u)),
         "expm1": mpmath.expm1, "log1p": lambda u: _log(1 + u) if u <= -1 else mpmath.log1p(u),
         "shifted": lambda a, b: a - b if not (mpmath.isinf(a) and a == b) else mpmath.mpf(0),
+        "attop": lambda a, b: mpmath.mpf(1) if a == b else mpmath.mpf(0),
         "sqrt0": lambda u: mpmath.sqrt(u) if u >= 0 else mpmath.nan, "ncdf": mpmath.ncdf,
         "tanhshrink": lambda u: u - mpmath.tanh(u), "softsign": lambda u: u / (1 + abs(u)),
-        # a row's scale: results do not depend on it, so in exact arithmetic 1 serves (NaN for
-        # a row holding ±inf or NaN, as on every backend)
-        "pow2scale": lambda a: mpmath.mpf(1) if mpmath.isfinite(a) else mpmath.nan,
-        "scaled": lambda u, s: u / s,
+        # a row's scale: results do not depend on it, so in exact arithmetic 1 serves (inf for
+        # a row holding ±inf, whose infinite entries then scale to ±1, NaN for NaN)
+        "pow2scale": lambda a: mpmath.mpf(1) if mpmath.isfinite(a) else abs(a),
+        "scaled": lambda u, s: mpmath.sign(u) if mpmath.isinf(u) and mpmath.isinf(s) else u / s,
         "at_inf": lambda value, u, lneg, lpos: lpos if u == mpmath.inf else (
             lneg if u == -mpmath.inf else value),
         "FirstMax": lambda *a: mpmath.nan if any(mpmath.isnan(v) for v in a) else mpmath.mpf(

@@ -127,16 +127,19 @@ def to_piecewise(expr: sp.Expr) -> sp.Expr:
 
 @dataclass(frozen=True)
 class Reduction:
-    """``symbol = kind(body)`` over the row; ``depth`` 1 needs no other reduction."""
+    """``symbol = kind(body)`` over the row; ``depth`` 1 needs no other reduction.
+    ``gradient`` is False for a reduction of a kind without one (RowShift) and for one whose body
+    is piecewise constant (a count of the row's maxima): no adjoint is computed for it."""
 
     kind: type
     symbol: sp.Symbol
     body: sp.Expr
     depth: int
+    gradient: bool = True
 
     @property
     def has_gradient(self) -> bool:
-        return self.kind.has_gradient
+        return self.gradient and self.kind.has_gradient
 
 
 @dataclass(frozen=True)
@@ -275,7 +278,6 @@ def make_plan(ir: IR) -> Plan:
     reductions, out = split_reductions(to_piecewise(ir.expr))
     reductions = [Reduction(r.kind, r.symbol, to_piecewise(r.body), r.depth) for r in reductions]
     theta = ir.param_symbols
-    grad = [r for r in reductions if r.has_gradient]
     total = 0
 
     def d(e, v):
@@ -298,17 +300,34 @@ def make_plan(ir: IR) -> Plan:
                 "formula a base that is never 0 (softplus instead of relu, abs(z) + 1e-3)")
         return out
 
+    # each body's derivatives, innermost reduction first: one whose body has none (in z, θ or a
+    # reduction that carries a gradient) carries no gradient itself
+    dbody_dz, dbody_dr, dbody_dp, grad = {}, {}, {}, []
+    for i, r in enumerate(reductions):
+        if not r.has_gradient:
+            continue
+        dz = d(r.body, z)
+        dr = {(r.symbol, k.symbol): d(r.body, k.symbol) for k in grad
+              if k.symbol in r.body.free_symbols}
+        dp = {(r.symbol, p): d(r.body, p) for p in theta}
+        if dz == 0 and not _nonzero(dr) and not _nonzero(dp):
+            reductions[i] = Reduction(r.kind, r.symbol, r.body, r.depth, gradient=False)
+            continue
+        grad.append(r)
+        dbody_dz[r.symbol] = dz
+        dbody_dr.update(_nonzero(dr))
+        dbody_dp.update(_nonzero(dp))
+
     return Plan(
         reductions=tuple(reductions),
         out=out,
         params=theta,
         dout_dz=d(out, z),
         dout_dr={r.symbol: d(out, r.symbol) for r in grad},
-        dbody_dz={r.symbol: d(r.body, z) for r in grad},
-        dbody_dr=_nonzero({(m.symbol, k.symbol): d(m.body, k.symbol)
-                           for m in grad for k in grad if k.symbol in m.body.free_symbols}),
+        dbody_dz=dbody_dz,
+        dbody_dr=dbody_dr,
         dout_dp={p: d(out, p) for p in theta},
-        dbody_dp=_nonzero({(r.symbol, p): d(r.body, p) for r in grad for p in theta}),
+        dbody_dp=dbody_dp,
     )
 
 

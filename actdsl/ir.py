@@ -57,7 +57,8 @@ def row_centered(u: sp.Expr) -> tuple[sp.Expr, sp.Expr, sp.Expr]:
     so that nothing overflows and nearby values do not cancel:
 
     * ``s``, a power of two near max|u| (``pow2scale``): dividing by it is exact, and squares and
-      sums of u/s cannot overflow; NaN when the row holds ±inf or NaN;
+      sums of u/s cannot overflow; inf when the row holds ±inf (its direction is then what is
+      normalised: the limit), NaN when it holds NaN;
     * the row maximum M as a shift: d = u/s - M/s is exact for elements within a factor 2 of M
       (Sterbenz), 0 for elements equal to M (a constant row gives exactly 0), and never overflows;
     * L = mean(d), small when the mean is close to the maximum; c = d - L (the two-pass
@@ -74,9 +75,11 @@ def row_centered(u: sp.Expr) -> tuple[sp.Expr, sp.Expr, sp.Expr]:
 
 
 def row_mean(u: sp.Expr) -> sp.Expr:
-    """M + s·L (see ``row_centered``): exactly M on a constant row, and never overflowing."""
+    """s·(M/s + L) (see ``row_centered``): exactly M on a constant row, never overflowing, and
+    ±inf for a row holding ±inf (where s = inf and M/s + L is the mean of the row's direction;
+    M + s·L would be inf - inf)."""
     _, s, L = row_centered(u)
-    return RowShift(u) + s * L
+    return s * (scaled(RowShift(u), s) + L)
 
 
 def row_var_scaled(u: sp.Expr) -> sp.Expr:

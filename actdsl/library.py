@@ -12,7 +12,7 @@ import sympy as sp
 from . import budget
 from .ir import RowMax, RowShift, RowSum, n, row_centered, row_var_scaled
 from .registry import REGISTRY, Definition, Hyper, ParamDecl
-from .stable import (EVALUATED_PIECES, FirstMax, Pick, expm1, ncdf, scaled, shifted, sigmoid, softplus, softsign,
+from .stable import (EVALUATED_PIECES, FirstMax, Pick, attop, expm1, log1p, ncdf, pow2scale, scaled, shifted, sigmoid, softplus, softsign,
                      sqrt0, tanh, tanhshrink)
 
 Pw = sp.Piecewise
@@ -126,7 +126,17 @@ def _norm_z(u, eps):
 # before anything is squared or summed (ir.row_centered): [1e300, -1e300, 0] and float32
 # [3e38, -3e38, 0] normalise, constant rows give exactly 0, and N(1e4, 1) loses nothing to its mean.
 _elementwise("norm:mean", "mean-normalization", _norm_mean, lambda u: u - row_mean_display(u))
-_add("norm:max", "max-normalization", lambda u, h, p: u / (RowMax(sp.Abs(u)) + h["eps"]),
+def _norm_max(u, eps):
+    # u/(M + eps) with M = max|u|, all over a power of two s near M (exact): the VJP's (M + eps)²
+    # cannot overflow (it did for rows near the largest floats), and a row holding ±inf has
+    # s = M = inf, u/s = ±1 or 0, its limit. s is piecewise constant: no gradient through it.
+    m = RowMax(sp.Abs(u))
+    s = pow2scale(m)
+    return scaled(u, s) / (scaled(m, s) + eps / s)
+
+
+_add("norm:max", "max-normalization", lambda u, h, p: _norm_max(u, h["eps"]),
+     lambda u, h, p: u / (RowMax(sp.Abs(u)) + h["eps"]),
      hyper=(EPS,), note="Divides by max|z| + eps (eps = 1e-8 by default).")
 _add("norm:std", "variance-normalization", lambda u, h, p: _norm_std(u, h["eps"]),
      lambda u, h, p: u / (row_std_display(u) + h["eps"]), hyper=(EPS,), note=NORM_NOTE)
@@ -237,8 +247,15 @@ _elementwise("sparse_plus", "sparse plus",
 
 
 def _log_softmax(u):
-    s = shifted(u, RowShift(u))
-    return s - sp.log(RowSum(sp.exp(s)))
+    # log Σ exp(s) as log1p of what the row holds past its maxima: the log of the rounded sum
+    # (1 + δ for a confident row) loses δ's digits to the rounding of 1 + δ, and δ is the
+    # largest output's whole value (log_softmax([0, 9]) = [-9.0001, -1.234e-4]). The count of
+    # maxima is exact and carries no gradient; the rest, Σ (exp(s) - [u = max]), has the sum's
+    # derivative. count - 1 is one subtraction: in an Add, SymPy's order summed (-1 + δ) + count.
+    m = RowShift(u)
+    s = shifted(u, m)
+    top = attop(u, m)
+    return s - log1p(RowSum(sp.exp(s) - top) + shifted(RowSum(top), 1))
 
 
 _elementwise("log_softmax", "log of the categorical distribution", _log_softmax,

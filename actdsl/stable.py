@@ -141,6 +141,26 @@ class shifted(Primitive):
         return _power(printer._print(self.args[0] - self.args[1]), exp)
 
 
+class attop(Primitive):
+    """1 where u equals the row maximum m, else 0: the indicator of the row's maxima, exact (a
+    count of them is an exact integer). Piecewise constant, so its derivative is 0; a primitive,
+    not a Piecewise, because a comparison of a composed (piecewise) u would be split into one
+    comparison per branch."""
+
+    nargs = 2
+    impl = {"numpy": "attop", "numba": "vm.attop"}
+
+    def elementary(self):
+        return sp.Piecewise((1, sp.Eq(self.args[0], self.args[1])), (0, True))
+
+    def fdiff(self, argindex=1):
+        return sp.S.Zero
+
+    def _latex(self, printer, exp=None):
+        return _power(r"[%s = %s]" % (printer._print(self.args[0]), printer._print(self.args[1])),
+                      exp)
+
+
 class sqrt0(Primitive):
     """Square root whose derivative at 0 is taken as 0 (the symmetric subgradient) instead of
     infinity: the standard deviation of a constant row then has a finite, zero gradient."""
@@ -229,8 +249,9 @@ class pow2scale(Primitive):
     """1 for |a| in the float type's safe band (``SCALE_BANDS``) and for a = 0; beyond it, a power
     of two s with s <= |a| < 2s (between the smallest normal float and its reciprocal, so that
     1/s is a normal float too);
-    NaN for ±inf and NaN. Rows are divided by it before they are squared or summed: dividing by
-    a power of two is exact, so scaling costs no accuracy."""
+    inf for ±inf (``scaled`` then maps a row's infinite entries to ±1 and its finite ones to 0:
+    normalising that gives the row's limit), NaN for NaN. Rows are divided by it before they are
+    squared or summed: dividing by a power of two is exact, so scaling costs no accuracy."""
 
     nargs = 1
     impl = {"numpy": "pow2scale", "numba": "vm.pow2scale"}
@@ -240,7 +261,7 @@ class pow2scale(Primitive):
         return sp.Piecewise((1, sp.Eq(a, 0)), (2 ** sp.floor(sp.log(a, 2)), True))
 
     def fdiff(self, argindex=1):
-        return sp.S.Zero  # piecewise constant; only ever applied to gradient-free row maxima
+        return sp.S.Zero  # piecewise constant
 
     def _latex(self, printer, exp=None):
         return _power(r"2^{\lfloor \log_2 %s \rfloor}" % printer._print(self.args[0]), exp)
@@ -248,7 +269,8 @@ class pow2scale(Primitive):
 
 class scaled(Primitive):
     """u / s for a row's power-of-two scale s (``pow2scale``): exact, and kept a division that
-    no backend's optimizer reorders into a product that overflows."""
+    no backend's optimizer reorders into a product that overflows. For s = inf (a row holding
+    ±inf), sign(u) where u is infinite: the direction the row grows in."""
 
     nargs = 2
     impl = {"numpy": "scaled", "numba": "vm.scaled"}
@@ -379,7 +401,7 @@ class Pick(Primitive):
         return _power(r"\left(%s\right)_{%s}" % (shown, printer._print(i)), exp)
 
 
-PRIMITIVES = (sigmoid, softplus, expm1, log1p, shifted, sqrt0, ncdf, tanhshrink, softsign,
+PRIMITIVES = (sigmoid, softplus, expm1, log1p, shifted, attop, sqrt0, ncdf, tanhshrink, softsign,
               pow2scale, scaled)
 
 

@@ -233,6 +233,37 @@ def test_rowwise_constant_rows_exact(spec, backend, dtype):
     assert not bad, f"{spec} ({backend}, {dtype}): " + "; ".join(bad)
 
 
+@pytest.mark.parametrize("backend,dtype", _cases("test_log_softmax_every_entry_accurate",
+                                                  BACKENDS, DTYPES))
+def test_log_softmax_every_entry_accurate(backend, dtype):
+    """Each entry of log_softmax within a few ULP of its own value, the largest one too: on a
+    confident row it is -log(1 + δ) with δ tiny (a loss near 0), whose digits the log of a
+    rounded 1 + δ loses (found by the composition search: log_softmax+silu at [0, 9])."""
+    dtype = np.dtype(dtype)
+    k = kernel("log_softmax", backend)
+    bad = []
+    for t in (1.0, 5.0, 9.0, 12.5, 16.0, 30.0, 60.0):
+        for ties in (1, 2, 3):
+            row = [t] * ties + [0.0, -1.5, t / 3]
+            x = np.array([row], dtype=dtype)
+            with mp.workdps(60):
+                xs = [mp.mpf(float(v)) for v in x[0]]
+                lse = mp.log(mp.fsum(mp.exp(v) for v in xs))
+                truth = [v - lse for v in xs]
+                # the one allowance: s_j = x_j - max rounds (by |s_j| ε/2), and exp turns that
+                # into a relative error of δ, the sum of exp(s_j) past the maxima
+                top = max(xs)
+                past = [v - top for v in xs if v != top]
+                w = mp.fsum(mp.exp(v) * abs(v) for v in past) / mp.fsum(mp.exp(v) for v in past)
+                eps = mp.mpf(float(np.finfo(dtype).eps))
+                conds = [abs(t) * eps / 2 * w for t in truth]
+            got = k(x)[0]
+            errs = oc.ulp_errors(got, truth, conds, dtype, 4)
+            if errs:
+                bad.append(f"{row}: {errs}")
+    assert not bad, "; ".join(bad)
+
+
 INF_ROWS = ([np.inf, 0.0, 1.0], [-np.inf, 0.0, 1.0], [0.5, -np.inf, 2.0, -1.0])
 
 

@@ -31,7 +31,7 @@ VOCABULARY = frozenset("""
     A BAND BIAS BIG BITS D DOUBLE DP DX E ENABLE CUDASIM EXP F FULL False GY HALF HI I IDX INDEX INF INTEGRAL
     IONE JIT LN LO LOG MANT MASK NAN NEG None ONE OUT P PART R RSQRT S SH SHARED SI SIM
     SHIFTER SLOTS SQRT T TANH TINY TPB TWO True UP WANT WARPS X Y ZERO
-    a abs acc actdsl all and arcsinh break arctan argmax array as asinh at atan b backends big bits
+    a abs acc actdsl all and arcsinh attop break arctan argmax array as asinh at atan b backends big bits
     blockDim blockIdx bool c cache ceil column config contract copysign cos cosh cuda d def der
     derivative device dict double down dp dtype dx dz dzj e ef else empty erf erfc error errstate exp
     expm f fastmath finfo finite flat float floor for frexp forceinline forward from func fwd g getattr grid

@@ -106,19 +106,20 @@ def softsign(x):
 @cuda.jit(device=True)
 def pow2scale(x):
     # stable.pow2scale: 1 in [BAND_LO, BAND_HI] and at 0; else a power of two s <= |x| < 2s
-    # (at least TINY: 1/s finite); NaN at ±inf and NaN
+    # (at least TINY: 1/s finite); inf at ±inf, NaN at NaN
     _, e = math.frexp(x)
     s = F(math.ldexp(ONE, e - 1))
     s = s if s > TINY else TINY
     s = s if s < ONE / TINY else ONE / TINY  # (and 1/s normal: a subnormal 1/s gave NaN gradients)
     a = abs(x)
     ok = (a >= BAND_LO) & (a <= BAND_HI)
-    return ONE if (x == ZERO) | ok else (s if a < INF else NAN)
+    return ONE if (x == ZERO) | ok else (s if a < INF else a)  # (inf for inf, NaN for NaN)
 
 
 @cuda.jit(device=True)
 def scaled(u, s):
-    return u / s
+    # s = inf (a row holding ±inf): its infinite entries scale to ±1, its finite ones to 0
+    return (ONE if u > ZERO else -ONE) if (s == INF) & (abs(u) == INF) else u / s
 
 
 @cuda.jit(device=True)
@@ -130,6 +131,11 @@ def sech(x):
 @cuda.jit(device=True)
 def shifted(a, b):
     return ZERO if a == b else a - b
+
+
+@cuda.jit(device=True)
+def attop(a, b):
+    return ONE if a == b else ZERO
 
 
 @cuda.jit(device=True)
@@ -182,7 +188,7 @@ class CudaEmitter(NumbaEmitter):
                  sp.atan: "atan", sp.asinh: "asinh", sp.erf: "erf", sp.erfc: "erfc",
                  sp.Abs: "abs", sp.floor: "floor_", sp.ceiling: "ceil_"}
     primitives = {"sigmoid": "sigmoid", "softplus": "softplus", "expm1": "expm1",
-                  "log1p": "log1p", "shifted": "shifted", "sqrt0": "sqrt", "ncdf": "ncdf",
+                  "log1p": "log1p", "shifted": "shifted", "attop": "attop", "sqrt0": "sqrt", "ncdf": "ncdf",
                   "tanhshrink": "tanhshrink", "softsign": "softsign", "pow2scale": "pow2scale", "scaled": "scaled"}
 
     def __init__(self, names, constants: dict):

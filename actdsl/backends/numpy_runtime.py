@@ -47,15 +47,20 @@ def make(xp, erf, erfc) -> types.SimpleNamespace:
         tiny = xp.finfo(a.dtype).tiny
         s = xp.minimum(xp.maximum(xp.ldexp(xp.ones_like(a), e - 1), tiny), 1 / tiny)
         keep = (a == 0) | ((xp.abs(a) >= lo) & (xp.abs(a) <= hi))
-        return xp.where(keep, 1, xp.where(xp.abs(a) < xp.inf, s, xp.nan))
+        return xp.where(keep, 1, xp.where(xp.abs(a) < xp.inf, s, xp.abs(a)))  # inf; NaN
 
     def scaled(u, s):
         if xp is np and not np.any(s != 1):  # rows in the safe band (most): nothing to divide
             return u
-        return u / s
+        # s = inf (a row holding ±inf): its infinite entries scale to ±1, its finite ones to 0
+        return xp.where(xp.isinf(u) & xp.isinf(s), xp.sign(u), u / s)
 
     def shifted(a, b):
         return xp.where(a == b, 0, a - b)
+
+    def attop(a, b):
+        a = xp.asarray(a)
+        return (a == b).astype(a.dtype)
 
     def ncdf(x):
         return erfc(-x * 0.7071067811865476) / 2
@@ -86,7 +91,7 @@ def make(xp, erf, erfc) -> types.SimpleNamespace:
 
     return types.SimpleNamespace(
         expm1=xp.expm1, log1p=xp.log1p, sqrt=xp.sqrt, erf=erf, erfc=erfc, sigmoid=sigmoid,
-        softplus=softplus, softsign=softsign, pow2scale=pow2scale, scaled=scaled, tanhshrink=tanhshrink, sech=sech, shifted=shifted,
+        softplus=softplus, softsign=softsign, pow2scale=pow2scale, scaled=scaled, tanhshrink=tanhshrink, sech=sech, shifted=shifted, attop=attop,
         ncdf=ncdf, nan_through=nan_through, rowsum=rowsum, rowmax=rowmax, argmax=argmax,
         take=take, at=at)
 

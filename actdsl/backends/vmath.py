@@ -216,7 +216,7 @@ def softsign(x):
 @njit(**JIT)
 def pow2scale(x):
     # stable.pow2scale: 1 in [BAND_LO, BAND_HI] and at 0; else a power of two s <= |x| < 2s
-    # (at least TINY: 1/s finite); NaN at ±inf and NaN
+    # (at least TINY: 1/s finite); inf at ±inf, NaN at NaN
     # bits: the exponent field alone is 2^floor(log2 |x|) (0 for subnormals, inf for inf/NaN);
     # integer operations only, so a call on a row constant is hoisted out of the row's loops
     # (frexp, a libm call with an out-parameter, was not: 50x slower norm:z)
@@ -225,7 +225,7 @@ def pow2scale(x):
     s = s if s > TINY else TINY
     s = s if s < ONE / TINY else ONE / TINY  # (and 1/s normal: a subnormal 1/s gave NaN gradients)
     ok = (a >= BAND_LO) & (a <= BAND_HI)
-    return ONE if (x == ZERO) | ok else (s if a < INF else NAN)
+    return ONE if (x == ZERO) | ok else (s if a < INF else a)  # (inf for inf, NaN for NaN)
 
 
 @njit(**JIT)
@@ -609,6 +609,20 @@ def shifted(typingctx, a, b):
 
 
 @intrinsic
+def attop(typingctx, a, b):
+    """1 where a == b (an element equal to its row's maximum), else 0, in a's float type."""
+    f = _float_of(a, b)
+    if f is None:
+        return None
+
+    def codegen(context, builder, sig, args):
+        x, y = (context.cast(builder, v, t, f) for v, t in zip(args, sig.args))
+        same = builder.fcmp_ordered("==", x, y)
+        return builder.select(same, ir.Constant(x.type, 1.0), ir.Constant(x.type, 0.0))
+    return f(a, b), codegen
+
+
+@intrinsic
 def scaled(typingctx, a, b):
     """a / b for a row's power-of-two scale b, written so that the row kernels' 'reassoc' cannot
     turn 2 * (z / s) into (2 * z) / s, which overflows near the largest floats."""
@@ -621,7 +635,17 @@ def scaled(typingctx, a, b):
         # x times the reciprocal of the row constant y (a power of two, so exact, and hoisted
         # out of the loop): LLVM's reassociation groups loop invariants first, C * (1/y), never
         # C * x; as a division, InstCombine folded C * (x / y) into (C * x) / y, which overflows
-        return builder.fmul(x, builder.fdiv(ir.Constant(x.type, 1.0), y))
+        r = builder.fdiv(ir.Constant(x.type, 1.0), y)
+        p = builder.fmul(x, r)
+        # a row that holds ±inf has s = inf: its infinite entries scale to ±1 (inf · 0 is NaN),
+        # its finite ones to 0, so that the row's normalisation gives its limit
+        module = builder.module
+        copysign = module.declare_intrinsic("llvm.copysign", [x.type],
+                                            ir.FunctionType(x.type, [x.type, x.type]))
+        at_inf = builder.and_(builder.fcmp_unordered("uno", p, p),
+                              builder.fcmp_ordered("==", r, ir.Constant(x.type, 0.0)))
+        one = builder.call(copysign, [ir.Constant(x.type, 1.0), x])
+        return builder.select(at_inf, one, p)
     return f(a, b), codegen
 
 
