@@ -635,17 +635,15 @@ def scaled(typingctx, a, b):
         # x times the reciprocal of the row constant y (a power of two, so exact, and hoisted
         # out of the loop): LLVM's reassociation groups loop invariants first, C * (1/y), never
         # C * x; as a division, InstCombine folded C * (x / y) into (C * x) / y, which overflows
-        r = builder.fdiv(ir.Constant(x.type, 1.0), y)
-        p = builder.fmul(x, r)
-        # a row that holds ±inf has s = inf: its infinite entries scale to ±1 (inf · 0 is NaN),
-        # its finite ones to 0, so that the row's normalisation gives its limit
-        module = builder.module
-        copysign = module.declare_intrinsic("llvm.copysign", [x.type],
-                                            ir.FunctionType(x.type, [x.type, x.type]))
-        at_inf = builder.and_(builder.fcmp_unordered("uno", p, p),
-                              builder.fcmp_ordered("==", r, ir.Constant(x.type, 0.0)))
-        one = builder.call(copysign, [ir.Constant(x.type, 1.0), x])
-        return builder.select(at_inf, one, p)
+        p = builder.fmul(x, builder.fdiv(ir.Constant(x.type, 1.0), y))
+        # a row that holds ±inf has s = inf: its infinite entries scale to ±1 (inf · 0 would be
+        # NaN), its finite ones to 0, so that the row's normalisation gives its limit. Only such
+        # a row has infinite entries (s is finite otherwise, NaN for a row holding NaN).
+        fabs = builder.module.declare_intrinsic("llvm.fabs", [x.type])
+        infinite = builder.fcmp_ordered("==", builder.call(fabs, [x]), ir.Constant(x.type, math.inf))
+        positive = builder.fcmp_ordered(">", x, ir.Constant(x.type, 0.0))
+        one = builder.select(positive, ir.Constant(x.type, 1.0), ir.Constant(x.type, -1.0))
+        return builder.select(infinite, one, p)
     return f(a, b), codegen
 
 
