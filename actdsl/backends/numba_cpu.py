@@ -301,6 +301,19 @@ class Storage:
                    and (len(passes_of[c]) > 1 or kept & hs)]
         self.index = {c: k for k, c in enumerate(stored)}
         self.first = {c: first[c] if c in kept else earliest[c] for c in stored}
+        # a stored call is written with the stored calls inside it as loads (_body), so each of
+        # those must be computed by the same pass at the latest: tanhshrink(z), first met as an
+        # outermost call in the VJP's sums, is also inside calls the max pass stores
+        # (tanhshrink+celu+tanhshrink+softmax: a load of a value not computed yet)
+        inside = {c: [d for d in stored if d is not c and c.has(d)] for c in stored}
+        changed = True
+        while changed:
+            changed = False
+            for c in stored:
+                for d in inside[c]:
+                    if self.first[d] > self.first[c]:
+                        self.first[d] = self.first[c]
+                        changed = True
         self.reducing = set(reducing)
         self.symbol = {c: sp.Symbol(f"t{k}", real=True) for c, k in self.index.items()}
 
