@@ -20,7 +20,7 @@ import numpy as np
 import sympy as sp
 
 from .derive import Plan
-from .ir import z
+from .ir import reductions, z
 from .stable import at_inf
 
 _BIG = 1e300  # |f(±max float)| beyond this: the limit is ±inf
@@ -42,28 +42,63 @@ def _limit(at_inf_value: float, at_max: float):
     return _number(at_max)
 
 
+def _at_ends(plan: Plan, fields: tuple[tuple[str, str], ...]) -> dict:
+    """{field: values at [-inf, inf, -max, max]} of the plan's generated NumPy functions, in
+    float64 (the module is run once and not kept, nor its source in linecache)."""
+    import linecache
+
+    from .backends import numpy as npb
+    from .backends.numpy_runtime import SCALAR_RUNTIME
+
+    source = npb.generate(plan)
+    key = hashlib.sha256(source.encode()).hexdigest()[:16]
+    ns = npb.load(source, key, runtime=SCALAR_RUNTIME, tag="limits")
+    linecache.cache.pop(f"<actdsl-limits-{key}>", None)
+    big = np.finfo(np.float64).max
+    x = np.array([-np.inf, np.inf, -big, big])
+    out = {}
+    for field, fn in fields:
+        with np.errstate(all="ignore"):
+            out[field] = np.broadcast_to(
+                np.asarray(ns[fn](x, np.float64(1.0)), dtype=np.float64), x.shape)
+    return out
+
+
+def _guarded(expr: sp.Expr, v) -> sp.Expr | None:
+    """``expr`` wrapped in at_inf where its values ``v`` at ±inf are NaN and a limit exists;
+    None where nothing changes."""
+    lneg, lpos = _limit(v[0], v[2]), _limit(v[1], v[3])
+    if (lneg is None and lpos is None) or (lneg is sp.nan and lpos is sp.nan):
+        return None
+    return at_inf(expr, z, _number(v[0]) if lneg is None else lneg,
+                  _number(v[1]) if lpos is None else lpos)
+
+
 def guard(plan: Plan) -> Plan:
     """``plan`` with its forward and derivative giving the limits at ±inf where the formulas
     give NaN there (elementwise specs without learnable parameters; others are returned as
     they are: a limit that depends on parameter values is not a constant)."""
     if plan.rowwise or plan.params:
         return plan
-    from .backends import numpy as npb
-
-    source = npb.generate(plan)
-    ns = npb.load(source, hashlib.sha256(source.encode()).hexdigest()[:16], tag="limits")
-    big = np.finfo(np.float64).max
-    x = np.array([-np.inf, np.inf, -big, big])
+    values = _at_ends(plan, (("out", "forward"), ("dout_dz", "derivative")))
     changes = {}
-    for field, fn in (("out", "forward"), ("dout_dz", "derivative")):
-        with np.errstate(all="ignore"):
-            v = np.broadcast_to(np.asarray(ns[fn](x, np.float64(1.0)), dtype=np.float64), x.shape)
-        lneg, lpos = _limit(v[0], v[2]), _limit(v[1], v[3])
-        if (lneg is None and lpos is None) or (lneg is sp.nan and lpos is sp.nan):
-            continue
-        expr = getattr(plan, field)
-        changes[field] = at_inf(expr, z, _number(v[0]) if lneg is None else lneg,
-                                _number(v[1]) if lpos is None else lpos)
+    for field, v in values.items():
+        guarded = _guarded(getattr(plan, field), v)
+        if guarded is not None:
+            changes[field] = guarded
     if not changes:
         return plan
     return dataclasses.replace(plan, **changes)
+
+
+def guard_input(u: sp.Expr) -> sp.Expr:
+    """``u``, the elementwise terms before a row-wise one (``mish`` in ``mish+softmin``), with
+    its limits at ±inf where evaluated as written it gives NaN there (mish(-inf) is -inf · 0):
+    a row holding ±inf then gives the row-wise term's limit. Expressions with parameters or row
+    reductions are returned as they are, as by :func:`guard`."""
+    if u == z or not u.has(z) or (u.free_symbols - {z}) or reductions(u):
+        return u
+    plan = Plan(reductions=(), out=u, params=(), dout_dz=sp.S.Zero, dout_dr={}, dbody_dz={},
+                dbody_dr={}, dout_dp={}, dbody_dp={})
+    guarded = _guarded(u, _at_ends(plan, (("out", "forward"),))["out"])
+    return u if guarded is None else guarded

@@ -10,7 +10,8 @@ import sympy as sp
 
 from .ast import BinOp, Call, Formula, Neg, Num, Spec, Term, Var, format_value
 from .errors import ActdslError, ParameterError, UnknownActivationError, caret_picture, close_names
-from .ir import IR, Param, RowMax, RowSum, n, row_mean, row_std, row_var, z
+from .ir import IR, Param, RowMax, RowSum, n, reductions, row_mean, row_std, row_var, z
+from .limits import guard_input
 from .registry import REGISTRY, Definition, Hyper
 from . import budget, derive, stable
 from .stable import sqrt0
@@ -34,7 +35,7 @@ def lower(spec: Spec, text: str = "") -> IR:
         # before each term, not after: one more term can cost many times what the last did
         conditions = budget.check_expression(u, f"the spec up to term {index + 1}", where)
         if isinstance(term, Formula):
-            u = _applied(lambda v: formula(term.expr, v, where), u)
+            u = _rowwise_after(u, lambda v: _applied(lambda w: formula(term.expr, w, where), v))
             if u.has(sp.I, sp.zoo):
                 raise ParameterError("this formula is complex or undefined for every z (sqrt(-1), "
                                      f"1/0): activations are real functions{_where(where)}")
@@ -56,11 +57,22 @@ def lower(spec: Spec, text: str = "") -> IR:
             symbols[decl.name] = syms[0] if not shape else syms
         exact_hyper = {k: (v if isinstance(v, int) and d.hyper_named(k).integer else exact(v))
                        for k, v in hyper.items()}
-        u = _applied(lambda v: d.build(v, exact_hyper, symbols), u)
+        u = _rowwise_after(u, lambda v: _applied(lambda w: d.build(w, exact_hyper, symbols), v))
         shown = _applied(lambda v: (d.display or d.build)(v, exact_hyper, symbols), shown)
     budget.check_expression(u)
     _check_constants(u)
     return IR(u, tuple(params), shown)
+
+
+def _rowwise_after(u: sp.Expr, apply) -> sp.Expr:
+    """``apply(u)``; where that is the first row-wise term, applied to ``u`` with the limits of
+    the elementwise terms before it at ±inf (``limits.guard_input``)."""
+    out = apply(u)
+    if u != z and reductions(out) and not reductions(u):
+        guarded = guard_input(u)
+        if guarded is not u:
+            out = apply(guarded)
+    return out
 
 
 def _applied(build, u: sp.Expr) -> sp.Expr:

@@ -243,12 +243,16 @@ class tanh(sp.tanh):
 #: pow2scale leaves rows whose largest magnitude lies in [LO, HI] unscaled (their squares and sums
 #: cannot overflow or lose precision to underflow): float32's band, float64's band
 SCALE_BANDS = {"float32": (2.0 ** -50, 2.0 ** 60), "float64": (2.0 ** -480, 2.0 ** 500)}
+#: the largest scale: rows above it are divided by it (u/s then reaches 2^48 in float32, 2^424 in
+#: float64, whose squares still sum without overflow), so that ε/s (norm:z's ε over the scale)
+#: stays a normal float for ε down to 1e-12 and a constant row of huge values gives 0, not 0/0
+SCALE_CAPS = {"float32": 2.0 ** 99, "float64": 2.0 ** 990}
 
 
 class pow2scale(Primitive):
     """1 for |a| in the float type's safe band (``SCALE_BANDS``) and for a = 0; beyond it, a power
-    of two s with s <= |a| < 2s (between the smallest normal float and its reciprocal, so that
-    1/s is a normal float too);
+    of two s with s <= |a| < 2s, at least the smallest normal float and at most ``SCALE_CAPS``
+    (so that 1/s and ε/s are normal floats too);
     inf for ±inf (``scaled`` then maps a row's infinite entries to ±1 and its finite ones to 0:
     normalising that gives the row's limit), NaN for NaN. Rows are divided by it before they are
     squared or summed: dividing by a power of two is exact, so scaling costs no accuracy."""

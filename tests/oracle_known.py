@@ -42,29 +42,6 @@ _mark('a row of equal values (or of one value) is not centred to exactly 0: the 
        'softsign+norm:mean-numba-float64', 'softsign+norm:mean-numpy-float64',
        'tanh+norm:z-numba-float64', 'tanh+norm:z-numpy-float32', 'tanh+norm:z-numpy-float64'])
 
-_mark('a row holding one +-inf gives NaN where the limit exists: an elementwise term before a '
-      'row-wise one is not given its limits at +-inf (mish(-inf) inside mish+softmin is '
-      '-inf * tanh(0) = NaN)',
-      'test_rowwise_limits_and_nan',
-      ['mish+softmin-numba-float32', 'mish+softmin-numba-float64', 'mish+softmin-numpy-float32',
-       'mish+softmin-numpy-float64'])
-
-_mark('rows near the largest floats overflow before they normalise (f64 [1e300, -1e300, 0], f32 '
-      '[2e19, -2e19, 1] and [3e38, -3e38, 0]): norm:std/norm:z VJPs NaN, and the Numba float32 '
-      'forward of norm:z on [2e19, -2e19, 1] 0',
-      'test_rowwise_against_mpmath',
-      ['elu+norm:std-numba-float32-vjp-huge', 'elu+norm:std-numba-float64-vjp-huge',
-       'elu+norm:std-numpy-float64-vjp-huge', 'norm:std+sigmoid-numba-float32-vjp-huge', 'norm:std-numba-float32-vjp-huge',
-       'norm:std-numba-float64-vjp-huge', 'norm:std-numpy-float64-vjp-huge',
-       'norm:z(eps=1e-5)-numba-float32-vjp-huge', 'norm:z(eps=1e-5)-numba-float64-vjp-huge',
-       'norm:z(eps=1e-5)-numpy-float64-vjp-huge', 'norm:z+softmax-numba-float32-forward-huge',
-       'norm:z+softmax-numba-float32-vjp-huge', 'norm:z+softmax-numba-float64-vjp-huge',
-       'norm:z+softmax-numpy-float64-vjp-huge', 'norm:z-numba-float32-forward-huge',
-       'norm:z-numba-float32-vjp-huge', 'norm:z-numba-float64-vjp-huge',
-       'norm:z-numpy-float64-vjp-huge', 'softplus+norm:z-numba-float32-forward-huge',
-       'softplus+norm:z-numba-float32-vjp-huge', 'softplus+norm:z-numba-float64-vjp-huge',
-       'softplus+norm:z-numpy-float64-vjp-huge'])
-
 _mark('constant rows: the mean of equal values is rounded (no shift by a row element), so norm:* '
       'are off on [0.1]*3 (norm:mean -1.4e-17, norm:std 1e7 (1 - 1.4e-9), and through 1/eps their'
       ' VJPs by ~1e-9 relative); Numba float32 computes u twice differently',

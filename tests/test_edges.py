@@ -209,6 +209,30 @@ def test_vjps_of_rows_near_the_largest_floats(kind, backend, dtype, row):
     assert_close_rows(dx, want, dtype, ulps=16)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("kind", ["norm:std", "norm:z"])
+def test_constant_rows_of_huge_values(kind, backend, dtype):
+    """A constant row v near the largest float: σ = 0, so by the definitions norm:z is 0 and
+    norm:std is v/ε (inf here); the VJPs are (dy - mean dy)/ε and dy/ε (ε = 1e-8). Computed
+    with a row scale s capped so that ε/s stays a normal float (before: 0/0 forwards, NaN VJPs)."""
+    eps = 1e-8
+    for v in (0.95 * float(np.finfo(dtype).max), 1e30 if dtype == np.float32 else 1e300):
+        x = np.full((1, 3), v, dtype)
+        dy = np.array([[1.0, 2.0, 4.5]], dtype)
+        k = actdsl.compile(kind, backend=backend)
+        y, dx = quiet(k, x), quiet(k.vjp, x, dy)
+        if kind == "norm:z":
+            want_y, want_dx = np.zeros(3), (dy[0].astype(float) - dy[0].astype(float).mean()) / eps
+        else:
+            want_y, want_dx = np.full(3, float(x[0, 0]) / eps), dy[0].astype(float) / eps
+        with np.errstate(over="ignore"):
+            want_y = want_y.astype(dtype)
+        np.testing.assert_allclose(y[0], want_y, rtol=4 * np.finfo(dtype).eps, atol=0)
+        scale = np.abs(want_dx).max()
+        assert np.all(np.abs(dx[0] - want_dx) <= 64 * np.finfo(dtype).eps * scale), (v, dx, want_dx)
+
+
 def test_norm_mean_of_huge_equal_values_is_zero():
     for backend in BACKENDS:
         k = actdsl.compile("norm:mean", backend=backend)

@@ -28,7 +28,7 @@ from ..stable import FirstMax, Primitive
 #: to a generator does: the check fails loudly instead. Numbers pass as number tokens; comments
 #: are not code. A new word in a generator belongs here.
 VOCABULARY = frozenset("""
-    A BAND BIAS BIG BITS D DOUBLE DP DX E ENABLE CUDASIM EXP F FULL False GY HALF HI I IDX INDEX INF INTEGRAL
+    A BAND BIAS BIG BITS CAP D DOUBLE DP DX E ENABLE CUDASIM EXP F FULL False GY HALF HI I IDX INDEX INF INTEGRAL
     IONE JIT LN LO LOG MANT MASK NAN NEG None ONE OUT P PART R RSQRT S SH SHARED SI SIM
     SHIFTER SLOTS SQRT T TANH TINY TPB TWO True UP WANT WARPS X Y ZERO
     a abs acc actdsl all and arcsinh attop break arctan argmax array as asinh at atan b backends big bits

@@ -31,7 +31,7 @@ from .numba_cpu import (NumbaEmitter, _vjp_final, _vjp_needed, _vjp_sums, final_
 from ..derive import Plan
 from ..errors import ActdslError, ArrayTypeError, BackendUnavailableError, ParameterError
 from ..ir import RowMax, RowShift, RowSum, n, z
-from ..stable import SCALE_BANDS, Primitive
+from ..stable import SCALE_BANDS, SCALE_CAPS, Primitive
 
 #: the most threads per block (a power of two: the simulator's tree reductions halve it)
 TPB = 256
@@ -58,7 +58,7 @@ SIM = bool(getattr(config, "ENABLE_CUDASIM", 0))
 ZERO, ONE, TWO, HALF = F(0.0), F(1.0), F(2.0), F(0.5)
 NAN, INF, NEG_INF = F(math.nan), F(math.inf), F(-math.inf)
 TINY = F(np.finfo(F).tiny)
-BAND_LO, BAND_HI = F({band_lo!r}), F({band_hi!r})
+BAND_LO, BAND_HI, CAP = F({band_lo!r}), F({band_hi!r}), F({cap!r})
 RSQRT2 = F(0.7071067811865476)
 INTEGRAL = F({integral!r})  # from here on every float is a whole number
 FULL_MASK = 0xFFFFFFFF
@@ -106,11 +106,11 @@ def softsign(x):
 @cuda.jit(device=True)
 def pow2scale(x):
     # stable.pow2scale: 1 in [BAND_LO, BAND_HI] and at 0; else a power of two s <= |x| < 2s
-    # (at least TINY: 1/s finite); inf at ±inf, NaN at NaN
+    # (at least TINY, at most CAP: 1/s and ε/s normal); inf at ±inf, NaN at NaN
     _, e = math.frexp(x)
     s = F(math.ldexp(ONE, e - 1))
     s = s if s > TINY else TINY
-    s = s if s < ONE / TINY else ONE / TINY  # (and 1/s normal: a subnormal 1/s gave NaN gradients)
+    s = s if s < CAP else CAP  # (1/s normal: a subnormal 1/s gave NaN gradients; ε/s too)
     a = abs(x)
     ok = (a >= BAND_LO) & (a <= BAND_HI)
     return ONE if (x == ZERO) | ok else (s if a < INF else a)  # (inf for inf, NaN for NaN)
@@ -241,7 +241,8 @@ class _Gen:
         integral = 2.0 ** (23 if self.dtype == "float32" else 52)
         band_lo, band_hi = SCALE_BANDS[self.dtype]
         head = RUNTIME.format(F=self.dtype, key=self.key, tpb=TPB, integral=integral,
-                              tanhshrink=TANHSHRINK, band_lo=band_lo, band_hi=band_hi)
+                              tanhshrink=TANHSHRINK, band_lo=band_lo, band_hi=band_hi,
+                              cap=SCALE_CAPS[self.dtype])
         consts = [f"{name} = F({value})" for value, name in self.constants.items()]
         slots = f"SLOTS = {self.slots}"
         return head + "\n" + "\n".join(consts + [slots]) + "\n\n" + self.src.text()

@@ -11,7 +11,7 @@ import types
 
 import numpy as np
 
-from ..stable import SCALE_BANDS
+from ..stable import SCALE_BANDS, SCALE_CAPS
 
 
 def make(xp, erf, erfc) -> types.SimpleNamespace:
@@ -45,7 +45,7 @@ def make(xp, erf, erfc) -> types.SimpleNamespace:
         lo, hi = SCALE_BANDS[str(a.dtype)]
         _, e = xp.frexp(a)
         tiny = xp.finfo(a.dtype).tiny
-        s = xp.minimum(xp.maximum(xp.ldexp(xp.ones_like(a), e - 1), tiny), 1 / tiny)
+        s = xp.minimum(xp.maximum(xp.ldexp(xp.ones_like(a), e - 1), tiny), SCALE_CAPS[str(a.dtype)])
         keep = (a == 0) | ((xp.abs(a) >= lo) & (xp.abs(a) <= hi))
         return xp.where(keep, 1, xp.where(xp.abs(a) < xp.inf, s, xp.abs(a)))  # inf; NaN
 
@@ -96,16 +96,27 @@ def make(xp, erf, erfc) -> types.SimpleNamespace:
         take=take, at=at)
 
 
+def _scalar(name):
+    """The math module's function, elementwise (for a few values: no SciPy import)."""
+    scalar = np.frompyfunc(getattr(math, name), 1, 1)
+
+    def f(x):
+        x = np.asarray(x)
+        return np.asarray(scalar(x), dtype=x.dtype if x.dtype.kind == "f" else np.float64)
+
+    f.__name__ = name
+    return f
+
+
 def _special(name):
     """scipy.special's ufunc where SciPy is installed, else the math module's, elementwise."""
-    scalar = np.frompyfunc(getattr(math, name), 1, 1)
+    scalar = _scalar(name)
 
     def f(x):
         try:
             import scipy.special
         except ImportError:
-            x = np.asarray(x)
-            return scalar(x).astype(x.dtype if x.dtype.kind == "f" else np.float64)
+            return scalar(x)
         return getattr(scipy.special, name)(x)
 
     f.__name__ = name
@@ -113,3 +124,5 @@ def _special(name):
 
 
 RUNTIME = make(np, _special("erf"), _special("erfc"))
+#: for evaluating a few values at compile time (limits.py): importing SciPy takes a second
+SCALAR_RUNTIME = make(np, _scalar("erf"), _scalar("erfc"))

@@ -24,7 +24,7 @@ from numba import types
 from numba.extending import intrinsic, overload
 
 from .. import cache
-from ..stable import SCALE_BANDS
+from ..stable import SCALE_BANDS, SCALE_CAPS
 from .emit import TANHSHRINK
 
 #: FMA contraction only. Reassociation would undo the Cody-Waite reduction; nnan/ninf would
@@ -115,7 +115,7 @@ LOG2E, LN2_HI, LN2_LO = F(1.4426950408889634), F({ln2_hi!r}), F({ln2_lo!r})
 EXP_LO, EXP_HI = F({exp_lo!r}), F({exp_hi!r})
 BIAS, MANT, IONE = I({bias}), I({mant}), I(1)
 TINY, UP, UP_BITS = F({tiny!r}), F({up!r}), F({up_bits}.0)
-BAND_LO, BAND_HI = F({band_lo!r}), F({band_hi!r})
+BAND_LO, BAND_HI, CAP = F({band_lo!r}), F({band_hi!r}), F({cap!r})
 SQRT2 = F({sqrt2!r})
 SHIFTER = F({shifter!r})
 SHIFTER_BITS = I({shifter_bits})
@@ -216,14 +216,14 @@ def softsign(x):
 @njit(**JIT)
 def pow2scale(x):
     # stable.pow2scale: 1 in [BAND_LO, BAND_HI] and at 0; else a power of two s <= |x| < 2s
-    # (at least TINY: 1/s finite); inf at ±inf, NaN at NaN
+    # (at least TINY, at most CAP: 1/s and ε/s normal); inf at ±inf, NaN at NaN
     # bits: the exponent field alone is 2^floor(log2 |x|) (0 for subnormals, inf for inf/NaN);
     # integer operations only, so a call on a row constant is hoisted out of the row's loops
     # (frexp, a libm call with an out-parameter, was not: 50x slower norm:z)
     a = abs(x)
     s = from_bits(as_bits(a) & (EXP_MASK << MANT))
     s = s if s > TINY else TINY
-    s = s if s < ONE / TINY else ONE / TINY  # (and 1/s normal: a subnormal 1/s gave NaN gradients)
+    s = s if s < CAP else CAP  # (1/s normal: a subnormal 1/s gave NaN gradients; ε/s too)
     ok = (a >= BAND_LO) & (a <= BAND_HI)
     return ONE if (x == ZERO) | ok else (s if a < INF else a)  # (inf for inf, NaN for NaN)
 
@@ -466,7 +466,7 @@ def _source(F, I, mant, bias, expm1_degree, exp_lo, exp_hi, up_bits, ln2_hi, ln2
         as_bits=f"f{np.dtype(F).itemsize * 8}_bits", from_bits=f"bits_f{np.dtype(F).itemsize * 8}",
         ln2_hi=ln2_hi, ln2_lo=ln2_lo, exp_lo=exp_lo, exp_hi=exp_hi, bias=bias, mant=mant,
         tiny=float(np.finfo(F).smallest_normal),
-        band_lo=SCALE_BANDS[F.__name__][0], band_hi=SCALE_BANDS[F.__name__][1], up=2.0 ** up_bits, up_bits=up_bits,
+        band_lo=SCALE_BANDS[F.__name__][0], band_hi=SCALE_BANDS[F.__name__][1], cap=SCALE_CAPS[F.__name__], up=2.0 ** up_bits, up_bits=up_bits,
         sqrt2=math.sqrt(2), shifter=1.5 * 2.0 ** mant,
         shifter_bits=int(np.array(1.5 * 2.0 ** mant, F).view(I)), mant_mask=(1 << mant) - 1, one_bits=bias << mant, exp_mask=2 * bias + 1,
         exp_core_zero=_EXP_CORE.format(b="ZERO", poly=exp_poly),
