@@ -1,5 +1,7 @@
 """Longer spec fuzzing than the test suite runs: random text and grammar-shaped specs for a while,
-checking that only actdsl.ActdslError is raised, that nothing hangs, and that valid specs compile.
+checking that only actdsl.ActdslError is raised, that nothing hangs, and that valid specs compile
+and give a forward and a VJP; with a backend other than numpy, that both agree with the NumPy
+backend's (a Numba VJP that loaded a value before computing it was found this way).
 
     python benchmarks/fuzz.py --seconds 300 [--backend numba]
 """
@@ -50,13 +52,18 @@ def main():
         for text, must_compile in ((random_text(rng), False), (grammar_spec(rng, keys), True)):
             counts["texts"] += 1
             t = time.perf_counter()
+            got = None
             try:
                 k = actdsl.compile(text, backend=args.backend)
-                k(x, **k.init_params(6))
+                params = k.init_params(6)
+                with np.errstate(all="ignore"):
+                    got = (k(x, **params), k.vjp(x, np.cos(x), **params))
                 counts["valid"] += 1
-            except actdsl.ActdslError:
+            except actdsl.ActdslError as e:
                 counts["rejected"] += 1
-                if must_compile:
+                # a drawn hyper-parameter may be out of its range (hardtanh's min_val above 1),
+                # and piecewise terms composed may go over a compile budget: both documented
+                if must_compile and not isinstance(e, (actdsl.ParameterError, actdsl.BudgetError)):
                     print(f"valid spec rejected: {text!r}")
                     traceback.print_exc()
                     return 1
@@ -64,6 +71,15 @@ def main():
                 print(f"non-actdsl error for {text!r}")
                 traceback.print_exc()
                 return 1
+            if args.backend != "numpy" and got is not None:
+                ref = actdsl.compile(text, backend="numpy")
+                with np.errstate(all="ignore"):
+                    want = (ref(x, **params), ref.vjp(x, np.cos(x), **params))
+                for what, a, b in zip(("forward", "vjp"), got, want):
+                    if not np.allclose(a, b, rtol=1e-9, atol=1e-9 * max(1.0, np.nanmax(np.abs(b))),
+                                       equal_nan=True):
+                        print(f"{args.backend} and numpy disagree on {text!r} ({what}): {a} vs {b}")
+                        return 1
             if time.perf_counter() - t > 30:
                 print(f"slow: {text!r} took {time.perf_counter() - t:.1f} s")
                 return 1

@@ -21,9 +21,9 @@ _mark("the VJP forms g'(x) = exp(x) before multiplying by dy, so dy * exp(x) ove
        '{exp(z) - 1}-numpy-float32-vjp', '{exp(z) - 1}-numpy-float64-vjp',
        '{exp(z) - 1}-numba-float32-vjp', '{exp(z) - 1}-numba-float64-vjp'])
 
-_mark('+-inf gives NaN instead of the limit: silu/swish, mish, hardswish at -inf (limit 0), their'
-      " derivatives at +-inf (limits 0 and 1), softsign at +-inf (limit +-1), maxout:3's flat "
-      'piece (0 * inf), and every composition through them',
+_mark("+-inf gives NaN instead of the limit for maxout:3 at its initial slopes [-1, 0, 1]: the "
+      'flat piece is 0 * inf = NaN, and a max holding NaN is NaN (a learnable slope is not a '
+      'constant the compiler can take the limit of)',
       'test_elementwise_limits_and_nan',
       ['maxout:3-numba-float32', 'maxout:3-numba-float64', 'maxout:3-numpy-float32',
        'maxout:3-numpy-float64'])
