@@ -139,16 +139,22 @@ def test_degenerate_rows(backend, key):
         if key != "norm:mean":
             assert np.all(np.isnan(dx))
         inf_rows = np.array([[np.inf] * 4, [-np.inf] * 4, [np.inf, -np.inf, 0.0, 1.0]])
-        y = k(inf_rows)  # documented: softmax's rows are limits; norm:* gives NaN
+        y = k(inf_rows)  # documented (numerics.md): the limits as the infinities grow alike
+    r2 = np.sqrt(2.0)  # [inf, -inf, 0, 1] grows as H [1, -1, 0, 0], whose σ is 1/√2
     if key == "softmax":
         np.testing.assert_allclose(y[0], 0.25)
         np.testing.assert_allclose(y[1], 0.25)
         np.testing.assert_allclose(y[2], [1, 0, 0, 0])
-    elif key == "norm:max":  # finite entries over an infinite max: 0 (the limit); ±inf/inf: NaN
-        np.testing.assert_array_equal(y[2, 2:], [0.0, 0.0])
-        assert np.all(np.isnan(y[:2])) and np.all(np.isnan(y[2, :2]))
-    elif key.startswith("norm"):
-        assert np.all(np.isnan(y))
+    elif key == "norm:max":  # H/(H + ε) -> 1, finite/H -> 0
+        np.testing.assert_array_equal(y, [[1] * 4, [-1] * 4, [1, -1, 0, 0]])
+    elif key == "norm:std":  # H/(0 + ε) -> inf on a constant row; u/σ otherwise
+        np.testing.assert_allclose(y, [[np.inf] * 4, [-np.inf] * 4, [r2, -r2, 0, 0]], rtol=1e-15)
+    elif key == "norm:z":  # a row of one infinity is 0/0 (its limit, 0, is not taken): NaN
+        assert np.all(np.isnan(y[:2]))
+        np.testing.assert_allclose(y[2], [r2, -r2, 0, 0], rtol=1e-15)
+    elif key == "norm:mean":  # inf - inf (a row of one infinity, finite entries beside both): NaN
+        assert np.all(np.isnan(y[:2])) and np.all(np.isnan(y[2, 2:]))
+        np.testing.assert_array_equal(y[2, :2], [np.inf, -np.inf])
 
 
 # -- concurrency -------------------------------------------------------------------------------
