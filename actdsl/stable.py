@@ -243,9 +243,9 @@ class tanh(sp.tanh):
 #: pow2scale leaves rows whose largest magnitude lies in [LO, HI] unscaled (their squares and sums
 #: cannot overflow or lose precision to underflow): float32's band, float64's band
 SCALE_BANDS = {"float32": (2.0 ** -50, 2.0 ** 60), "float64": (2.0 ** -480, 2.0 ** 500)}
-#: the largest scale: rows above it are divided by it (u/s then reaches 2^48 in float32, 2^424 in
+#: the largest scale: rows above it are divided by it (u/s then reaches 2^29 in float32, 2^34 in
 #: float64, whose squares still sum without overflow), so that ε/s (norm:z's ε over the scale)
-#: stays a normal float for ε down to 1e-12 and a constant row of huge values gives 0, not 0/0
+#: stays a normal float for ε down to 1e-8 and a constant row of huge values gives 0, not 0/0
 SCALE_CAPS = {"float32": 2.0 ** 99, "float64": 2.0 ** 990}
 
 

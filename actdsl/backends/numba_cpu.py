@@ -305,15 +305,11 @@ class Storage:
         # those must be computed by the same pass at the latest: tanhshrink(z), first met as an
         # outermost call in the VJP's sums, is also inside calls the max pass stores
         # (tanhshrink+celu+tanhshrink+softmax: a load of a value not computed yet)
-        inside = {c: [d for d in stored if d is not c and c.has(d)] for c in stored}
-        changed = True
-        while changed:
-            changed = False
-            for c in stored:
-                for d in inside[c]:
-                    if self.first[d] > self.first[c]:
-                        self.first[d] = self.first[c]
-                        changed = True
+        # (largest first: every holder of a call is larger than it, so is settled before it)
+        for c in sorted(stored, key=_size, reverse=True):
+            for d in stored:
+                if d is not c and c.has(d):
+                    self.first[d] = min(self.first[d], self.first[c])
         self.reducing = set(reducing)
         self.symbol = {c: sp.Symbol(f"t{k}", real=True) for c, k in self.index.items()}
 

@@ -594,57 +594,53 @@ def lit(typingctx, like, value):
     return f(like, value), codegen
 
 
-@intrinsic
-def shifted(typingctx, a, b):
+def _binary(body):
+    """An intrinsic of two numbers in the float type of the first float among them: ``body``
+    (builder, x, y) writes its value from both, cast to that type."""
+    def typer(typingctx, a, b):
+        f = _float_of(a, b)
+        if f is None:
+            return None
+
+        def codegen(context, builder, sig, args):
+            x, y = (context.cast(builder, v, t, f) for v, t in zip(args, sig.args))
+            return body(builder, x, y)
+        return f(a, b), codegen
+    typer.__name__ = typer.__qualname__ = body.__name__
+    typer.__doc__ = body.__doc__
+    return intrinsic(typer)
+
+
+@_binary
+def shifted(builder, x, y):
     """a - b, and 0 where a == b (inf - inf would be NaN: softmax's shift at an infinite max)."""
-    f = _float_of(a, b)
-    if f is None:
-        return None
-
-    def codegen(context, builder, sig, args):
-        x, y = (context.cast(builder, v, t, f) for v, t in zip(args, sig.args))
-        same = builder.fcmp_ordered("==", x, y)
-        return builder.select(same, ir.Constant(x.type, 0.0), builder.fsub(x, y))
-    return f(a, b), codegen
+    same = builder.fcmp_ordered("==", x, y)
+    return builder.select(same, ir.Constant(x.type, 0.0), builder.fsub(x, y))
 
 
-@intrinsic
-def attop(typingctx, a, b):
+@_binary
+def attop(builder, x, y):
     """1 where a == b (an element equal to its row's maximum), else 0, in a's float type."""
-    f = _float_of(a, b)
-    if f is None:
-        return None
-
-    def codegen(context, builder, sig, args):
-        x, y = (context.cast(builder, v, t, f) for v, t in zip(args, sig.args))
-        same = builder.fcmp_ordered("==", x, y)
-        return builder.select(same, ir.Constant(x.type, 1.0), ir.Constant(x.type, 0.0))
-    return f(a, b), codegen
+    same = builder.fcmp_ordered("==", x, y)
+    return builder.select(same, ir.Constant(x.type, 1.0), ir.Constant(x.type, 0.0))
 
 
-@intrinsic
-def scaled(typingctx, a, b):
+@_binary
+def scaled(builder, x, y):
     """a / b for a row's power-of-two scale b, written so that the row kernels' 'reassoc' cannot
     turn 2 * (z / s) into (2 * z) / s, which overflows near the largest floats."""
-    f = _float_of(a, b)
-    if f is None:
-        return None
-
-    def codegen(context, builder, sig, args):
-        x, y = (context.cast(builder, v, t, f) for v, t in zip(args, sig.args))
-        # x times the reciprocal of the row constant y (a power of two, so exact, and hoisted
-        # out of the loop): LLVM's reassociation groups loop invariants first, C * (1/y), never
-        # C * x; as a division, InstCombine folded C * (x / y) into (C * x) / y, which overflows
-        p = builder.fmul(x, builder.fdiv(ir.Constant(x.type, 1.0), y))
-        # a row that holds ±inf has s = inf: its infinite entries scale to ±1 (inf · 0 would be
-        # NaN), its finite ones to 0, so that the row's normalisation gives its limit. Only such
-        # a row has infinite entries (s is finite otherwise, NaN for a row holding NaN).
-        fabs = builder.module.declare_intrinsic("llvm.fabs", [x.type])
-        infinite = builder.fcmp_ordered("==", builder.call(fabs, [x]), ir.Constant(x.type, math.inf))
-        positive = builder.fcmp_ordered(">", x, ir.Constant(x.type, 0.0))
-        one = builder.select(positive, ir.Constant(x.type, 1.0), ir.Constant(x.type, -1.0))
-        return builder.select(infinite, one, p)
-    return f(a, b), codegen
+    # x times the reciprocal of the row constant y (a power of two, so exact, and hoisted
+    # out of the loop): LLVM's reassociation groups loop invariants first, C * (1/y), never
+    # C * x; as a division, InstCombine folded C * (x / y) into (C * x) / y, which overflows
+    p = builder.fmul(x, builder.fdiv(ir.Constant(x.type, 1.0), y))
+    # a row that holds ±inf has s = inf: its infinite entries scale to ±1 (inf · 0 would be
+    # NaN), its finite ones to 0, so that the row's normalisation gives its limit. Only such
+    # a row has infinite entries (s is finite otherwise, NaN for a row holding NaN).
+    fabs = builder.module.declare_intrinsic("llvm.fabs", [x.type])
+    infinite = builder.fcmp_ordered("==", builder.call(fabs, [x]), ir.Constant(x.type, math.inf))
+    positive = builder.fcmp_ordered(">", x, ir.Constant(x.type, 0.0))
+    one = builder.select(positive, ir.Constant(x.type, 1.0), ir.Constant(x.type, -1.0))
+    return builder.select(infinite, one, p)
 
 
 @intrinsic
