@@ -20,7 +20,7 @@ from sympy.functions.elementary.piecewise import ExprCondPair
 
 from . import budget
 from .errors import ParameterError
-from .ir import IR, RowMax, RowReduction, z
+from .ir import IR, RowMax, RowReduction, n, z
 from .stable import tanh
 
 
@@ -329,6 +329,26 @@ def make_plan(ir: IR) -> Plan:
         dout_dp={p: d(out, p) for p in theta},
         dbody_dp=dbody_dp,
     )
+
+
+def split_adjoint(plan: Plan, sym: sp.Symbol) -> tuple[sp.Expr, sp.Expr, int]:
+    """``(row, each, k)`` with ∂F/∂r = row · each / n^k: ``row`` is the same number for every
+    element of a row (free of z and of θ, which varies by unit), ``each`` the rest. Backends
+    compute λ = row · ((Σ_j g_j each_j) / n^k): the row's factors multiply the sum once, after it
+    is divided by n, instead of rounding every term on its own. On a constant row, Σ g / n of a
+    constant g is then g itself, and the terms that cancel in the truth cancel in floating point
+    (norm:mean's g - mean(g); norm:z's g/(σ + ε) - mean(g)/(σ + ε), which 1/ε makes O(1) if they
+    do not)."""
+    local = {z, *plan.params}
+    row, each, k = [], [], 0
+    for f in sp.Mul.make_args(plan.dout_dr[sym]):
+        if f.is_Pow and f.base == n and f.exp.is_Integer and f.exp < 0:
+            k -= int(f.exp)
+        elif f.free_symbols & local:
+            each.append(f)
+        else:
+            row.append(f)
+    return sp.Mul(*row), sp.Mul(*each), k
 
 
 def derivative(ir: IR) -> sp.Expr:

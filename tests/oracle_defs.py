@@ -297,9 +297,18 @@ def _softmin_row(z):
     return y, [[-v for v in row] for row in J], T
 
 
+def _mean(z):
+    """The row mean, written as z_0 + mean(z - z_0) so that equal values have exactly their value
+    as mean at any working precision (fsum(z)/n of a rounded softplus row is off by an ulp of the
+    precision, and the truth of norm:z on it then never converges)."""
+    if not all(mp.isfinite(v) for v in z):
+        return mp.fsum(z) / len(z)
+    return z[0] + mp.fsum(v - z[0] for v in z) / len(z)
+
+
 def _mean_std(z):
     n = len(z)
-    mu = mp.fsum(z) / n
+    mu = _mean(z)
     sd = mp.sqrt(mp.fsum((v - mu) ** 2 for v in z) / n)
     dsd = [(v - mu) / (n * sd) if sd > 0 else ZERO for v in z]
     return mu, sd, dsd
@@ -308,7 +317,7 @@ def _mean_std(z):
 def _norm_mean(**_):
     def f(z):
         n = len(z)
-        mu = mp.fsum(z) / n
+        mu = _mean(z)
         J = [[(1 if i == j else 0) - ONE / n for j in range(n)] for i in range(n)]
         return [v - mu for v in z], J, [[abs(v) for v in row] for row in J]
     return f

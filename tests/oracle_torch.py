@@ -123,7 +123,11 @@ def torch_wrong_rows(spec):
         # definition (DESIGN.md) routes it to the first argmax
         return {(name, "vjp") for name in ("spread100", "spread200", "const3", "const4",
                                            "zeros3", "const3tenth")}
+    # torch's mean of a row of equal values is rounded (sum([0.1] * 3) / 3 != 0.1), so
+    # x - mean is 1e-17, not 0, and norm:std's std is 1e-17, not 0 (which 1/eps magnifies)
+    rounded_mean = {("const3tenth", "forward")} if any(
+        k in spec for k in ("norm:mean", "norm:std", "norm:z")) else set()
     if "norm:z" not in spec and "norm:std" not in spec:
-        return set()
-    return {(name, "vjp") for name in ("len1", "len1neg", "len1zero", "const3", "const4",
-                                       "zeros3", "const3tenth")}
+        return rounded_mean
+    return rounded_mean | {(name, "vjp") for name in ("len1", "len1neg", "len1zero", "const3",
+                                                      "const4", "zeros3", "const3tenth")}

@@ -27,7 +27,7 @@ import sympy as sp
 
 from .emit import Emitter, Source
 from .. import budget
-from ..derive import Plan, _unevaluated, split_common
+from ..derive import Plan, _unevaluated, split_adjoint, split_common
 from ..ir import RowMax, RowSum, n, z
 from ..stable import at_inf
 
@@ -477,7 +477,8 @@ def forward_storage(plan: Plan) -> Storage:
 def _vjp_sums(plan: Plan):
     grad = plan.grad_reductions()
     kind = {r.symbol: r.kind for r in grad}
-    sums = [(f"A_{r.symbol.name}", sp.Symbol("g") * plan.dout_dr[r.symbol]) for r in grad]
+    sums = [(f"A_{r.symbol.name}", sp.Symbol("g") * split_adjoint(plan, r.symbol)[1])
+            for r in grad]
     sums += [(f"S_{m.name}_{k.name}", e) for (m, k), e in plan.dbody_dr.items() if kind[m] is RowSum]
     return sums
 
@@ -499,16 +500,26 @@ def _vjp_final(plan: Plan):
 def _vjp_needed(plan: Plan) -> set:
     grad = plan.grad_reductions()
     at_argmax = [r.symbol for r in grad if r.kind is RowMax]  # their argmax routes gradients
+    rows = [split_adjoint(plan, r.symbol)[0] for r in grad]
     return needed_reductions(plan, [e for _, e in _vjp_sums(plan)] + _vjp_final(plan)[0]
-                             + list(plan.dbody_dr.values()) + at_argmax)
+                             + list(plan.dbody_dr.values()) + at_argmax + rows)
 
 
-def lambda_lines(plan: Plan) -> list[str]:
-    """λ_k = A_k + Σ_m λ_m S_mk, outermost reduction first (DESIGN.md, "Exact derivatives")."""
+def lambda_lines(plan: Plan, em: NumbaEmitter) -> list[str]:
+    """λ_k = row_k · A_k / n^o + Σ_m λ_m S_mk, outermost reduction first (DESIGN.md, "Exact
+    derivatives"; ``split_adjoint``: A_k holds Σ g · each_k, the row's factors come after)."""
     lines = []
     for r in reversed(plan.grad_reductions()):
-        terms = [f"A_{r.symbol.name}"] + [f"lam_{m.name} * S_{m.name}_{k.name}"
-                                          for (m, k) in plan.dbody_dr if k == r.symbol]
+        row, _, over = split_adjoint(plan, r.symbol)
+        name = f"A_{r.symbol.name}"
+        if over:
+            lines.append(f"{name} = {name}" + " / nf" * over)
+        mean = sp.Symbol(name, real=True)
+        em.names[mean] = name
+        more, (first,) = em.block([row * mean], prefix="lam")
+        lines += more
+        terms = [first] + [f"lam_{m.name} * S_{m.name}_{k.name}"
+                           for (m, k) in plan.dbody_dr if k == r.symbol]
         lines.append(f"lam_{r.symbol.name} = " + " + ".join(terms))
     return lines
 
@@ -628,7 +639,7 @@ def _rows_vjp(src: Source, plan: Plan, params: list[str]):
             src(f"z = x[i_{m.name}]", *[f"{p} = P{p[1:]}[i_{m.name}]" for p in params])
             lines, (t,) = em.block([e], prefix="x")
             src(*lines, f"S_{m.name}_{k.name} = {t}")
-    src(*lambda_lines(plan))
+    src(*lambda_lines(plan, em))
     # the pass writing dz and accumulating parameter gradients
     exprs, keys = _vjp_final(plan)
     texts = _row_loop(src, em, store, D + 1, params, exprs, prefix="d", g=True)

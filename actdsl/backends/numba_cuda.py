@@ -461,7 +461,7 @@ class _Gen:
                 s(f"z = x[i_{m.name}]", *[f"{p} = P{p[1:]}[i_{m.name}]" for p in self.params])
                 lines, (t,) = em.block([e], prefix="x")
                 s(*lines, f"S_{m.name}_{k.name} = {t}")
-        s(*lambda_lines(plan))
+        s(*lambda_lines(plan, em))
         s("for j in range(tid, nn, nthr):")
         s.indent()
         s(*self.load(), "g = gy[j]")

@@ -15,7 +15,7 @@ import sympy as sp
 
 from . import numpy_runtime
 from .emit import Emitter, Source, run_generated
-from ..derive import Plan, split_common
+from ..derive import Plan, split_adjoint, split_common
 from ..ir import RowMax, RowShift, RowSum, n, z
 
 
@@ -119,8 +119,9 @@ def generate(plan: Plan) -> str:
     # _vjp_final says why)
     g = sp.Symbol("g")
     keys, exprs = [], []
+    split = {r.symbol: split_adjoint(plan, r.symbol) for r in grad}
     for r in grad:
-        keys.append(("A", r.symbol)); exprs.append(g * plan.dout_dr[r.symbol])
+        keys.append(("A", r.symbol)); exprs.append(g * split[r.symbol][1])
     for (m, k), e in plan.dbody_dr.items():
         keys.append(("S", m, k)); exprs.append(e)
     common, parts = split_common([plan.dout_dz] + [plan.dbody_dz[r.symbol] for r in grad])
@@ -147,8 +148,14 @@ def generate(plan: Plan) -> str:
             return f"_rt.at(i_{sym.name}, {expr_text}, z)"
         return expr_text
 
-    for r in reversed(grad):  # λ_k = Σ g ∂F/∂r_k + Σ_{m>k} λ_m S_mk
-        terms = [f"_rt.rowsum({text[('A', r.symbol)]}, z)"]
+    for r in reversed(grad):  # λ_k = Σ g ∂F/∂r_k + Σ_{m>k} λ_m S_mk (split_adjoint: the sum
+        row, _, over = split[r.symbol]  # divided by n first, the row's factors after)
+        mean = sp.Symbol(f"m_{r.symbol.name}", real=True)
+        em.names[mean] = mean.name
+        src(f"{mean.name} = _rt.rowsum({text[('A', r.symbol)]}, z)" + " / n" * over)
+        lines, (first,) = em.block([row * mean], prefix="lam")
+        src(*lines)
+        terms = [first]
         for (m, k) in plan.dbody_dr:
             if k == r.symbol:
                 terms.append(f"lam_{m.name} * {row_total(m, text[('S', m, k)])}")
