@@ -100,6 +100,7 @@ class MpEvaluator:
         "expm1": mpmath.expm1, "log1p": lambda u: _log(1 + u) if u <= -1 else mpmath.log1p(u),
         "shifted": lambda a, b: a - b if not (mpmath.isinf(a) and a == b) else mpmath.mpf(0),
         "attop": lambda a, b: mpmath.mpf(1) if a == b else mpmath.mpf(0),
+        "expmul": lambda a, g: g * mpmath.exp(a),
         "sqrt0": lambda u: mpmath.sqrt(u) if u >= 0 else mpmath.nan, "ncdf": mpmath.ncdf,
         "tanhshrink": lambda u: u - mpmath.tanh(u), "softsign": lambda u: u / (1 + abs(u)),
         # a row's scale: results do not depend on it, so in exact arithmetic 1 serves (inf for

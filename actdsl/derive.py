@@ -21,7 +21,7 @@ from sympy.functions.elementary.piecewise import ExprCondPair
 from . import budget
 from .errors import ParameterError
 from .ir import IR, RowMax, RowReduction, n, z
-from .stable import tanh
+from .stable import expmul, tanh
 
 
 def branches(*pairs) -> sp.Expr:
@@ -349,6 +349,28 @@ def split_adjoint(plan: Plan, sym: sp.Symbol) -> tuple[sp.Expr, sp.Expr, int]:
         else:
             row.append(f)
     return sp.Mul(*row), sp.Mul(*each), k
+
+
+def times_g(e: sp.Expr, g: sp.Expr) -> sp.Expr:
+    """g · e, where a factor exp(a) of e becomes expmul(a, g): the VJP dy · exp(x) is then
+    finite wherever the truth is, though exp(x) alone overflows."""
+    factors = list(sp.Mul.make_args(e))
+    for i, f in enumerate(factors):
+        if isinstance(f, sp.exp):
+            return expmul(f.args[0], g) * sp.Mul(*(factors[:i] + factors[i + 1:]))
+    return g * e
+
+
+def dz_parts(plan: Plan) -> tuple[sp.Expr, sp.Expr, list[sp.Expr]]:
+    """``(common, first, rest)``: the VJP's dz = common · (first + Σ_k λ_k rest_k), first the
+    term g ∂F/∂z (``split_common`` says why the shared factor comes out). Without row
+    reductions dz is g ∂F/∂z alone, formed by ``times_g``."""
+    g = sp.Symbol("g")
+    grad = plan.grad_reductions()
+    if not grad:
+        return sp.S.One, times_g(plan.dout_dz, g), []
+    common, parts = split_common([plan.dout_dz] + [plan.dbody_dz[r.symbol] for r in grad])
+    return common, g * parts[0], parts[1:]
 
 
 def derivative(ir: IR) -> sp.Expr:

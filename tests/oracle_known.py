@@ -13,14 +13,6 @@ def _mark(reason, test, ids):
         KNOWN[f"{test}[{i}]"] = "issue 15: " + reason
 
 
-_mark("the VJP forms g'(x) = exp(x) before multiplying by dy, so dy * exp(x) overflows to inf "
-      'where the true VJP is finite (x = 89 in float32, 710 in float64, |dy| <= 0.75)',
-      'test_elementwise_against_mpmath',
-      ['exponential-numpy-float32-vjp', 'exponential-numpy-float64-vjp',
-       'exponential-numba-float32-vjp', 'exponential-numba-float64-vjp',
-       '{exp(z) - 1}-numpy-float32-vjp', '{exp(z) - 1}-numpy-float64-vjp',
-       '{exp(z) - 1}-numba-float32-vjp', '{exp(z) - 1}-numba-float64-vjp'])
-
 _mark("+-inf gives NaN instead of the limit for maxout:3 at its initial slopes [-1, 0, 1]: the "
       'flat piece is 0 * inf = NaN, and a max holding NaN is NaN (a learnable slope is not a '
       'constant the compiler can take the limit of)',

@@ -34,7 +34,7 @@ VOCABULARY = frozenset("""
     a abs acc actdsl all and arcsinh attop break arctan argmax array as asinh at atan b backends big bits
     blockDim blockIdx bool c cache ceil column config contract copysign cos cosh cuda d def der
     derivative device dict double down dp dtype dx dz dzj e ef else empty erf erfc error errstate exp
-    expm f fastmath finfo finite flat float floor for frexp forceinline forward from func fwd g getattr grid
+    expm expmul f fastmath finfo finite flat float floor for frexp forceinline forward from func fwd g getattr grid
     gridDim gridsize gu gufunc guvectorize gy h half i ia ib if ignore import in inf int io ipow
     j jit jvp k key ki kr lam lane large ldexp like lit log lowest m make math max mid model n nan ncdf nf njit nn
     neg nogil not np nthr numba numpy nwarps o off ok or order out p minus plus pos pow py q r range reassoc return

@@ -27,7 +27,7 @@ import sympy as sp
 
 from .emit import Emitter, Source
 from .. import budget
-from ..derive import Plan, _unevaluated, split_adjoint, split_common
+from ..derive import Plan, _unevaluated, dz_parts, split_adjoint, times_g
 from ..ir import RowMax, RowSum, n, z
 from ..stable import at_inf
 
@@ -195,7 +195,8 @@ def generate(plan: Plan, key: str) -> str:
     if not plan.rowwise and not plan.params:
         _scalar_function(src, "fwd", ["z"], plan.out, plan)
         _scalar_function(src, "der", ["z"], plan.dout_dz, plan, nan_input=True)
-        _scalar_function(src, "vjp", ["z", "g"], sp.Symbol("g") * plan.dout_dz, plan, nan_input=True)
+        _scalar_function(src, "vjp", ["z", "g"], times_g(plan.dout_dz, sp.Symbol("g")), plan,
+                         nan_input=True)
         _flat_loop(src, "forward_flat", "fwd", ["x"])
         _flat_loop(src, "derivative_flat", "der", ["x"])
         _flat_loop(src, "vjp_flat", "vjp", ["x", "gy"])
@@ -486,11 +487,10 @@ def _vjp_sums(plan: Plan):
 def _vjp_final(plan: Plan):
     """The per-element expressions of the pass writing dz: their shared factor (``split_common``),
     ∂F/∂z and each ∂f_k/∂z without it, then the parameter terms."""
-    grad = plan.grad_reductions()
-    common, parts = split_common([plan.dout_dz] + [plan.dbody_dz[r.symbol] for r in grad])
+    common, first, parts = dz_parts(plan)
     # g ∂F/∂z as one product, printed as the adjoint sums print g ∂F/∂r (g / (σ + ε), not
     # g * (1 / (σ + ε))), so that the two round alike
-    exprs = [common, sp.Symbol("g") * parts[0], *parts[1:]]
+    exprs = [common, first, *parts]
     exprs += [plan.dout_dp[p] for p in plan.params]
     keys = [(k, p) for (k, p) in plan.dbody_dp]
     exprs += [plan.dbody_dp[kp] for kp in keys]
@@ -539,7 +539,7 @@ def final_terms(plan: Plan, texts: list[str], keys, zero: str) -> tuple[str, lis
 
     dz = [fz] + [f"lam_{r.symbol.name} * {at_max(r.symbol, t)}" for r, t in zip(grad, bz)]
     dz = " + ".join(dz)
-    shared, _ = split_common([plan.dout_dz] + [plan.dbody_dz[r.symbol] for r in grad])
+    shared, _, _ = dz_parts(plan)
     dz = dz if shared == 1 else f"{common} * ({dz})"
     dps = [" + ".join([f"g * {fp[i]}"] + [f"lam_{k.name} * {at_max(k, bp[(k, q)])}"
                                           for (k, q) in keys if q == p])

@@ -28,7 +28,7 @@ import sympy as sp
 from .emit import TANHSHRINK, Source
 from .numba_cpu import (NumbaEmitter, _vjp_final, _vjp_needed, _vjp_sums, final_terms,
                         lambda_lines)
-from ..derive import Plan
+from ..derive import Plan, times_g
 from ..errors import ActdslError, ArrayTypeError, BackendUnavailableError, ParameterError
 from ..ir import RowMax, RowShift, RowSum, n, z
 from ..stable import SCALE_BANDS, SCALE_CAPS, Primitive
@@ -139,6 +139,12 @@ def attop(a, b):
 
 
 @cuda.jit(device=True)
+def expmul(a, g):
+    e = exp(a * HALF)
+    return (g * e) * e
+
+
+@cuda.jit(device=True)
 def ncdf(x):
     return HALF * erfc(-x * RSQRT2)
 
@@ -188,7 +194,7 @@ class CudaEmitter(NumbaEmitter):
                  sp.atan: "atan", sp.asinh: "asinh", sp.erf: "erf", sp.erfc: "erfc",
                  sp.Abs: "abs", sp.floor: "floor_", sp.ceiling: "ceil_"}
     primitives = {"sigmoid": "sigmoid", "softplus": "softplus", "expm1": "expm1",
-                  "log1p": "log1p", "shifted": "shifted", "attop": "attop", "sqrt0": "sqrt", "ncdf": "ncdf",
+                  "log1p": "log1p", "shifted": "shifted", "attop": "attop", "expmul": "expmul", "sqrt0": "sqrt", "ncdf": "ncdf",
                   "tanhshrink": "tanhshrink", "softsign": "softsign", "pow2scale": "pow2scale", "scaled": "scaled"}
 
     def __init__(self, names, constants: dict):
@@ -487,7 +493,7 @@ def generate(plan: Plan, key: str, dtype: str = "float32") -> str:
     if flat(plan):
         gen.device_function("fwd", ["z"], plan.out)
         gen.device_function("der", ["z"], plan.dout_dz, nan_input=True)
-        gen.device_function("vjp", ["z", "g"], sp.Symbol("g") * plan.dout_dz, nan_input=True)
+        gen.device_function("vjp", ["z", "g"], times_g(plan.dout_dz, sp.Symbol("g")), nan_input=True)
         gen.flat_kernel("forward_flat", "fwd", ["x"])
         gen.flat_kernel("derivative_flat", "der", ["x"])
         gen.flat_kernel("vjp_flat", "vjp", ["x", "gy"])

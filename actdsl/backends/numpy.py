@@ -15,7 +15,7 @@ import sympy as sp
 
 from . import numpy_runtime
 from .emit import Emitter, Source, run_generated
-from ..derive import Plan, split_adjoint, split_common
+from ..derive import Plan, dz_parts, split_adjoint
 from ..ir import RowMax, RowShift, RowSum, n, z
 
 
@@ -124,10 +124,10 @@ def generate(plan: Plan) -> str:
         keys.append(("A", r.symbol)); exprs.append(g * split[r.symbol][1])
     for (m, k), e in plan.dbody_dr.items():
         keys.append(("S", m, k)); exprs.append(e)
-    common, parts = split_common([plan.dout_dz] + [plan.dbody_dz[r.symbol] for r in grad])
+    common, first, parts = dz_parts(plan)
     keys.append(("common",)); exprs.append(common)
-    keys.append(("dz",)); exprs.append(g * parts[0])
-    for r, part in zip(grad, parts[1:]):
+    keys.append(("dz",)); exprs.append(first)
+    for r, part in zip(grad, parts):
         keys.append(("bz", r.symbol)); exprs.append(part)
     for p in plan.params:
         keys.append(("dp", p)); exprs.append(plan.dout_dp[p])

@@ -152,6 +152,13 @@ def exp_neg_abs(x):
 
 
 @njit(**JIT)
+def expmul(a, b):
+    # b * exp(a) as (b * e) * e, e = exp(a/2): finite wherever the product is
+    e = exp(a * HALF)
+    return (b * e) * e
+
+
+@njit(**JIT)
 def expm1(x):
     small = abs(x) < ONE
     xs = x if small else ZERO  # the unused branch never sees large x (no overflow flags)
@@ -488,7 +495,7 @@ _F32 = cache.load(_source(np.float32, np.int32, 23, 127, expm1_degree=10, exp_lo
 #: (for the intrinsics below, whose IR lands in the kernels' cached machine code)
 SOURCE_DIGEST = cache.source_key(Path(__file__).read_text(encoding="utf-8"))
 MODULES = f"{_F32.__name__}, {_F64.__name__} (vmath.py {SOURCE_DIGEST})"
-NAMES = ("exp", "expm1", "log", "log1p", "tanh", "tanhshrink", "softsign", "sigmoid", "softplus",
+NAMES = ("exp", "expmul", "expm1", "log", "log1p", "tanh", "tanhshrink", "softsign", "sigmoid", "softplus",
          "sech", "ncdf", "erf", "erfc", "pow2scale")
 F64 = {name: getattr(_F64, name) for name in NAMES}
 F32 = {name: getattr(_F32, name) for name in NAMES}
@@ -530,6 +537,7 @@ def _dispatching(name, arity, by=None):
 
 exp = _dispatching("exp", 1)
 expm1 = _dispatching("expm1", 1)
+expmul = _dispatching("expmul", 2)
 log = _dispatching("log", 1)
 log1p = _dispatching("log1p", 1)
 tanh = _dispatching("tanh", 1)
