@@ -101,6 +101,7 @@ class MpEvaluator:
         "shifted": lambda a, b: a - b if not (mpmath.isinf(a) and a == b) else mpmath.mpf(0),
         "attop": lambda a, b: mpmath.mpf(1) if a == b else mpmath.mpf(0),
         "expmul": lambda a, g: g * mpmath.exp(a),
+        "times": lambda m, u: mpmath.mpf(0) if m == 0 and mpmath.isinf(u) else m * u,
         "sqrt0": lambda u: mpmath.sqrt(u) if u >= 0 else mpmath.nan, "ncdf": mpmath.ncdf,
         "tanhshrink": lambda u: u - mpmath.tanh(u), "softsign": lambda u: u / (1 + abs(u)),
         # a row's scale: results do not depend on it, so in exact arithmetic 1 serves (inf for

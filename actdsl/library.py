@@ -12,7 +12,7 @@ import sympy as sp
 from . import budget
 from .ir import RowMax, RowShift, RowSum, n, row_centered, row_var_scaled
 from .registry import REGISTRY, Definition, Hyper, ParamDecl
-from .stable import (EVALUATED_PIECES, FirstMax, Pick, attop, expm1, log1p, ncdf, pow2scale, scaled, shifted, sigmoid, softplus, softsign,
+from .stable import (EVALUATED_PIECES, FirstMax, Pick, attop, times, expm1, log1p, ncdf, pow2scale, scaled, shifted, sigmoid, softplus, softsign,
                      sqrt0, tanh, tanhshrink)
 
 Pw = sp.Piecewise
@@ -163,7 +163,8 @@ def _pieces(u, p):
 
 
 def _maxout(u, h, p):
-    pieces = _pieces(u, p)
+    # times(m, u): a zero slope keeps its piece at b when u is ±inf (0 · inf would be NaN)
+    pieces = [times(mi, u) + bi for mi, bi in zip(p["m"], p["b"])]
     return Pick(FirstMax(*pieces), *pieces)
 
 

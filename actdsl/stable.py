@@ -179,6 +179,23 @@ class expmul(Primitive):
         return _power(printer._print(self.elementary()), exp)
 
 
+class times(Primitive):
+    """m · u, and 0 where m = 0 and u = ±inf: a piece with zero slope is its intercept at every
+    u, so maxout's flat piece has the limit b at ±inf, not 0 · inf = NaN. (A NaN u stays NaN.)"""
+
+    nargs = 2
+    impl = {"numpy": "times", "numba": "vm.times"}
+
+    def elementary(self):
+        return self.args[0] * self.args[1]
+
+    def fdiff(self, argindex=1):
+        return self.args[1] if argindex == 1 else self.args[0]
+
+    def _latex(self, printer, exp=None):
+        return _power(printer._print(self.elementary()), exp)
+
+
 class sqrt0(Primitive):
     """Square root whose derivative at 0 is taken as 0 (the symmetric subgradient) instead of
     infinity: the standard deviation of a constant row then has a finite, zero gradient."""
@@ -423,7 +440,7 @@ class Pick(Primitive):
         return _power(r"\left(%s\right)_{%s}" % (shown, printer._print(i)), exp)
 
 
-PRIMITIVES = (sigmoid, softplus, expm1, log1p, shifted, attop, expmul, sqrt0, ncdf, tanhshrink, softsign,
+PRIMITIVES = (sigmoid, softplus, expm1, log1p, shifted, attop, expmul, times, sqrt0, ncdf, tanhshrink, softsign,
               pow2scale, scaled)
 
 

@@ -11,11 +11,3 @@ KNOWN = {}
 def _mark(reason, test, ids):
     for i in ids:
         KNOWN[f"{test}[{i}]"] = "issue 15: " + reason
-
-
-_mark("+-inf gives NaN instead of the limit for maxout:3 at its initial slopes [-1, 0, 1]: the "
-      'flat piece is 0 * inf = NaN, and a max holding NaN is NaN (a learnable slope is not a '
-      'constant the compiler can take the limit of)',
-      'test_elementwise_limits_and_nan',
-      ['maxout:3-numba-float32', 'maxout:3-numba-float64', 'maxout:3-numpy-float32',
-       'maxout:3-numpy-float64'])

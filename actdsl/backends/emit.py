@@ -40,7 +40,7 @@ VOCABULARY = frozenset("""
     neg nogil not np nthr numba numpy nwarps o off ok or order out p minus plus pos pow py q r range reassoc return
     row rowmax rows rowsum rt s scale scaled sech shape shared shfl shifted sigmoid sin sinh size small
     softplus softsign special sqrt square step sub sums sync syncthreads t take tan tanh
-    tanhshrink threadIdx through tid tiny tl u ufunc v va vb vectorize vjp vm vmath void warp where while
+    tanhshrink threadIdx through tid times tiny tl u ufunc v va vb vectorize vjp vm vmath void warp where while
     wide with x xs y z
 """.split())
 

@@ -225,7 +225,7 @@ EXPENSIVE = (sp.exp, sp.log, sp.tanh, sp.sech, sp.erf, sp.erfc, sp.sinh, sp.cosh
 
 
 #: primitives that are selects, a subtraction or a division: cheaper to recompute than to store
-_CHEAP = ("shifted", "attop", "scaled", "at_inf", "FirstMax", "Pick")
+_CHEAP = ("shifted", "attop", "times", "scaled", "at_inf", "FirstMax", "Pick")
 
 
 def _expensive(e) -> bool:

@@ -139,6 +139,11 @@ def attop(a, b):
 
 
 @cuda.jit(device=True)
+def times(m, u):
+    return ZERO if (m == ZERO) & (abs(u) == INF) else m * u
+
+
+@cuda.jit(device=True)
 def expmul(a, g):
     e = exp(a * HALF)
     return (g * e) * e
@@ -194,7 +199,7 @@ class CudaEmitter(NumbaEmitter):
                  sp.atan: "atan", sp.asinh: "asinh", sp.erf: "erf", sp.erfc: "erfc",
                  sp.Abs: "abs", sp.floor: "floor_", sp.ceiling: "ceil_"}
     primitives = {"sigmoid": "sigmoid", "softplus": "softplus", "expm1": "expm1",
-                  "log1p": "log1p", "shifted": "shifted", "attop": "attop", "expmul": "expmul", "sqrt0": "sqrt", "ncdf": "ncdf",
+                  "log1p": "log1p", "shifted": "shifted", "attop": "attop", "expmul": "expmul", "times": "times", "sqrt0": "sqrt", "ncdf": "ncdf",
                   "tanhshrink": "tanhshrink", "softsign": "softsign", "pow2scale": "pow2scale", "scaled": "scaled"}
 
     def __init__(self, names, constants: dict):

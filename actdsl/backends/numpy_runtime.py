@@ -62,6 +62,9 @@ def make(xp, erf, erfc) -> types.SimpleNamespace:
         a = xp.asarray(a)
         return (a == b).astype(a.dtype)
 
+    def times(m, u):
+        return xp.where((m == 0) & xp.isinf(u), 0, m * u)
+
     def expmul(a, g):
         e = xp.exp(xp.asarray(a) * 0.5)
         return (g * e) * e
@@ -95,7 +98,7 @@ def make(xp, erf, erfc) -> types.SimpleNamespace:
 
     return types.SimpleNamespace(
         expm1=xp.expm1, log1p=xp.log1p, sqrt=xp.sqrt, erf=erf, erfc=erfc, sigmoid=sigmoid,
-        softplus=softplus, softsign=softsign, pow2scale=pow2scale, scaled=scaled, tanhshrink=tanhshrink, sech=sech, shifted=shifted, attop=attop, expmul=expmul,
+        softplus=softplus, softsign=softsign, pow2scale=pow2scale, scaled=scaled, tanhshrink=tanhshrink, sech=sech, shifted=shifted, attop=attop, expmul=expmul, times=times,
         ncdf=ncdf, nan_through=nan_through, rowsum=rowsum, rowmax=rowmax, argmax=argmax,
         take=take, at=at)
 

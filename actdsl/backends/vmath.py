@@ -634,6 +634,17 @@ def attop(builder, x, y):
 
 
 @_binary
+def times(builder, x, y):
+    """m · u, and 0 where m = 0 and u = ±inf (a zero slope times an infinite input: maxout's flat
+    piece keeps its limit)."""
+    fabs = builder.module.declare_intrinsic("llvm.fabs", [y.type])
+    flat = builder.and_(builder.fcmp_ordered("==", x, ir.Constant(x.type, 0.0)),
+                        builder.fcmp_ordered("==", builder.call(fabs, [y]),
+                                             ir.Constant(y.type, math.inf)))
+    return builder.select(flat, ir.Constant(x.type, 0.0), builder.fmul(x, y))
+
+
+@_binary
 def scaled(builder, x, y):
     """a / b for a row's power-of-two scale b, written so that the row kernels' 'reassoc' cannot
     turn 2 * (z / s) into (2 * z) / s, which overflows near the largest floats."""
