@@ -190,7 +190,7 @@ def derivative_estimate(expr, v, cap: int) -> int:
             d = 0
         elif e.is_Add or isinstance(e, sp.Tuple):
             d = 1 + sum(d for _, d, _ in subs)
-        elif e.is_Mul:
+        elif e.is_Mul or type(e).__name__ == "times":  # times(m, u): a product
             d = 1 + sum(d + size - s for s, d, h in subs if h)
         elif e.is_Pow:
             (sb, db, _), (sx, dx, hx) = subs

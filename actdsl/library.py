@@ -149,11 +149,11 @@ _GAIN = ParamDecl("g", _const(1.0), description="gain: slope for z > 0, one per 
 # as branches on the sign of z, not max(0, z) - max(0, -r z): -r z underflows to 0 for tiny
 # negative z, which selected the wrong branch there. At z = 0 the zero branch, as max selects.
 _add("prelu", "relu with parametric leak",
-     lambda u, h, p: Pw((u, u > 0), (0, sp.Eq(u, 0)), (p["r"] * u, True)),
+     lambda u, h, p: Pw((u, u > 0), (0, sp.Eq(u, 0)), (times(p["r"], u), True)),
      lambda u, h, p: display_max(0, u) - display_max(0, -p["r"] * u), params=(_LEAK,), aliases=("leaky-relu",),
      note="theanets also calls it leaky-relu; PyTorch's fixed-slope version is leaky_relu.")
 _add("lgrelu", "relu with leak and gain",
-     lambda u, h, p: Pw((p["g"] * u, u > 0), (0, sp.Eq(u, 0)), (p["r"] * u, True)),
+     lambda u, h, p: Pw((times(p["g"], u), u > 0), (0, sp.Eq(u, 0)), (times(p["r"], u), True)),
      lambda u, h, p: display_max(0, p["g"] * u) - display_max(0, -p["r"] * u), params=(_GAIN, _LEAK),
      aliases=("leaky-gain-relu",))
 

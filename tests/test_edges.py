@@ -267,7 +267,7 @@ def test_rowwise_nonfinite_rows(backend):
     """A row holding one ±inf gives the limit of its normalisation as that entry grows (derived
     here for u = ±H e_k + finite, n entries, H -> inf: the mean and σ = H sqrt(n-1)/n dominate),
     and a VJP of 0 for norm:std/z/max (each derivative is O(1/H)); a NaN makes the row NaN,
-    values and gradients; prelu(-inf) follows IEEE."""
+    values and gradients. A learnable slope of 0 times ±inf is the limit 0 of 0 · z, not NaN."""
     rows = np.array([[np.inf, 0.0, 1.0], [-np.inf, 0.0, 1.0], [np.nan, 0.0, 1.0]])
     good = np.array([[1.0, 2.0, 4.0]])
     n, r = 3, np.sqrt(2.0)   # sqrt(n - 1)
@@ -288,7 +288,15 @@ def test_rowwise_nonfinite_rows(backend):
         assert np.all(np.isfinite(y[3])) and np.all(np.isfinite(dx[3])), kind
     prelu = actdsl.compile("prelu", backend=backend)
     np.testing.assert_array_equal(prelu(np.array([-np.inf, np.inf]), r=0.1), [-np.inf, np.inf])
-    assert np.isnan(prelu(np.array([-np.inf]), r=0.0)[0])
+    # slope 0: the piece is 0 for every z, so its limit at -inf is 0 (as z -> -inf of 0 * z)
+    np.testing.assert_array_equal(prelu(np.array([-np.inf, np.inf]), r=0.0), [0, np.inf])
+    np.testing.assert_array_equal(prelu.derivative(np.array([-np.inf, np.inf]), r=0.0), [0, 1])
+    lgrelu = actdsl.compile("lgrelu", backend=backend)
+    x = np.array([-np.inf, np.inf, np.nan])
+    y = lgrelu(x, r=0.0, g=0.0)
+    np.testing.assert_array_equal(y[:2], [0, 0])
+    assert np.isnan(y[2])
+    np.testing.assert_array_equal(lgrelu(x[:2], r=0.5, g=2.0), [-np.inf, np.inf])
 
 
 # -- one value, one rounding ------------------------------------------------------------------------
