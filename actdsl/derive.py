@@ -188,7 +188,11 @@ def split_reductions(expr: sp.Expr) -> tuple[list[Reduction], sp.Expr]:
             depth_of[sym] = depth
             found.append(Reduction(type(atom), sym, body, depth))
             mapping[atom] = sym
-        expr = expr.xreplace(mapping)
+        # not xreplace: it rebuilds a Piecewise through SymPy's constructor, which folds a
+        # condition holding a Piecewise by moving the branches outward, into a row reduction
+        # too: softmax(u) <= 0 for a piecewise u became per-branch comparisons against sums of
+        # one branch over the whole row (celu+softmax+elu: NaN from a branch's sum that overflowed)
+        expr = rebuild(expr, lambda e: e in mapping, lambda e: mapping[e])
 
 
 def tidy(expr: sp.Expr) -> sp.Expr:
@@ -205,7 +209,7 @@ def tidy(expr: sp.Expr) -> sp.Expr:
         u = _sech_arg(term)
         return sp.Add(*rest, tanh(u) ** 2)
 
-    return expr.replace(is_target, rewrite)
+    return rebuild(expr, is_target, rewrite)
 
 
 def zero_first(expr: sp.Expr) -> sp.Expr:
@@ -220,9 +224,11 @@ def zero_first(expr: sp.Expr) -> sp.Expr:
     def rewrite(e):
         pw = next(a for a in e.args if zero_branch(a))
         rest = sp.Mul(*[a for a in e.args if a is not pw])
-        return sp.Piecewise(*[(v if v == 0 else v * rest, c) for v, c in pw.args])
+        return branches(*[(v if v == 0 else v * rest, c) for v, c in pw.args])
 
-    return expr.replace(lambda e: e.is_Mul and any(zero_branch(a) for a in e.args), rewrite)
+    # rebuild, not SymPy's replace: a condition holding a Piecewise (a comparison of a row-wise
+    # value of a piecewise input) must stay as it is (see split_reductions)
+    return rebuild(expr, lambda e: e.is_Mul and any(zero_branch(a) for a in e.args), rewrite)
 
 
 def _sech_arg(term):
@@ -241,7 +247,9 @@ class _Branches(sp.Piecewise):
     inside :func:`_diff`."""
 
     def __new__(cls, *args, **options):
-        pairs = [a if isinstance(a, ExprCondPair) else ExprCondPair(*a) for a in args]
+        # _pair, not ExprCondPair: its constructor folds a condition holding a Piecewise
+        # (prelu+prelu+relu+{abs(z)**z}: SymPy's own assertion failed there)
+        pairs = [a if isinstance(a, ExprCondPair) else _pair(*a) for a in args]
         return sp.Basic.__new__(cls, *pairs)
 
     def _eval_derivative(self, x):

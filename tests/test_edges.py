@@ -512,3 +512,60 @@ def test_negative_powers_of_zero_are_infinite_not_an_exception(spec, at_zero, at
         y = k(np.array([0.0, -0.0, 2.0], dtype=dtype))
     assert y.dtype == dtype
     assert y[0] == at_zero and y[1] == at_negzero and y[2] == at_two
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_condition_on_a_rowwise_value_of_a_piecewise_input(backend, dtype):
+    """elu after softmax after celu: elu's branch condition compares softmax(celu(z)), whose row
+    sum holds celu's two branches element by element. It was once rewritten into one comparison
+    per celu branch, each against a sum of that branch over the whole row (not softmax at all),
+    and float32 [0, 8] gave NaN where a branch's sum overflowed. The truth, from the definitions:
+    softmax values are positive, so elu is the identity on them."""
+    from actdsl import derive
+    k = actdsl.compile("celu(alpha=2)+softmax+elu", backend=backend)
+    # the definition needs two row reductions: the max shift and the sum
+    assert len(derive.make_plan(k.ir).reductions) == 2
+    for row in ([0.0, 8.0], [-3.0, 0.5, 60.0], [-40.0, -1.0]):
+        x = np.array([row], dtype)
+        with mpmath.workdps(50):
+            u = [2 * mpmath.expm1(mpmath.mpf(float(v)) / 2) if v <= 0 else mpmath.mpf(float(v))
+                 for v in x[0]]
+            e = [mpmath.exp(v - max(u)) for v in u]
+            truth = np.array([float(v / mpmath.fsum(e)) for v in e])
+            # the rounding of u - max(u) (|u - max| ε/2) becomes a relative error of exp
+            cond = np.array([float(abs(v - max(u))) for v in u])
+        got = k(x)[0].astype(np.float64)
+        assert np.all(np.abs(got - truth) <= (8 + cond) * np.finfo(dtype).eps * truth), (got, truth)
+        assert np.all(np.isfinite(k.vjp(x, np.ones_like(x))))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_condition_on_a_composed_piecewise_value(backend):
+    """relu after gelu:tanh after elu: relu's condition compares a value with branches of its
+    own. The code generator's common-subexpression pass once rebuilt that branch through
+    SymPy's constructor, which folded the condition wrongly: the derivative was 0 everywhere.
+    Truth from the definitions, by mpmath: for x > 0 (elu(x) = x, gelu:tanh(x) > 0) the
+    derivative is gelu:tanh'(x); relu'(0) = 0."""
+    k = actdsl.compile("elu+gelu:tanh+relu", backend=backend)
+    xs = [-2.0, 0.0, 0.5, 1.0, 3.0]
+    c = mpmath.sqrt(2 / mpmath.pi)
+
+    def gelu_tanh(t):
+        return t / 2 * (1 + mpmath.tanh(c * (t + mpmath.mpf("0.044715") * t ** 3)))
+
+    def elu(t):
+        return mpmath.expm1(t) if t <= 0 else t
+
+    with mpmath.workdps(40):
+        want = [float(mpmath.diff(lambda t: max(gelu_tanh(elu(t)), 0), mpmath.mpf(x)))
+                if x != 0 else 0.0 for x in xs]
+    got = k.derivative(np.array(xs))
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-300)
+
+
+def test_a_power_of_a_composed_relu_is_refused_with_our_error():
+    """|relu(...)|**z has a log of 0 in its derivative on a whole branch: refused with a
+    ParameterError (SymPy's own assertion escaped once, from folding a branch condition)."""
+    with pytest.raises(actdsl.ActdslError, match="undefined on a whole branch"):
+        actdsl.compile("prelu+prelu+relu+{abs(z)**z}")

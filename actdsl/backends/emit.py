@@ -15,6 +15,7 @@ import tokenize
 
 import sympy as sp
 from sympy.core.function import UndefinedFunction
+from sympy.functions.elementary.piecewise import ExprCondPair
 from sympy.logic.boolalg import BooleanFalse, BooleanTrue
 
 from ..errors import ActdslError
@@ -95,6 +96,66 @@ def run_generated(source: str, filename: str, namespace: dict) -> dict:
     return namespace
 
 
+class _HeldPair(ExprCondPair):
+    """A branch that CSE rebuilds as it is: ExprCondPair's constructor folds a condition holding
+    a Piecewise (a comparison of a composed value: relu after gelu:tanh after elu), and with CSE's
+    symbols standing for booleans inside it, the folding is wrong (the whole derivative of
+    elu+gelu:tanh+relu became 0)."""
+
+    def __new__(cls, expr, cond):
+        return sp.Basic.__new__(cls, expr, cond)
+
+
+class _Held(sp.Piecewise):
+    """A Piecewise that CSE rebuilds as it is (see _HeldPair)."""
+
+    def __new__(cls, *args, **options):
+        return sp.Basic.__new__(cls, *[a if isinstance(a, _HeldPair) else _HeldPair(*a)
+                                       for a in args])
+
+
+def _held(e):
+    if type(e) is sp.Piecewise and any(c.has(sp.Piecewise) for _, c in e.args):
+        return _Held(*[_HeldPair(v, c) for v, c in e.args])
+    return None
+
+
+def _plain(e):
+    if isinstance(e, _Held):
+        return sp.Basic.__new__(sp.Piecewise, *[sp.Basic.__new__(ExprCondPair, v, c)
+                                                for v, c in e.args])
+    return None
+
+
+def _swap(exprs: list, fn) -> list:
+    """Each expression with every node for which ``fn`` gives a replacement replaced (bottom-up,
+    each distinct node once; nodes above a change rebuilt without evaluation)."""
+    memo: dict = {}
+
+    def walk(e):
+        if e in memo:
+            return memo[e]
+        out = e
+        if e.args and not e.is_Atom:
+            args = tuple(walk(a) for a in e.args)
+            if args != e.args:
+                if isinstance(e, (sp.Piecewise, ExprCondPair)):
+                    out = sp.Basic.__new__(type(e), *args)
+                else:
+                    try:
+                        out = e.func(*args, evaluate=False)
+                    except TypeError:  # a class without the option
+                        out = e.func(*args)
+        new = fn(out)
+        out = out if new is None else new
+        memo[e] = out
+        return out
+
+    if not any(isinstance(e, sp.Basic) and e.has(sp.Piecewise) for e in exprs):
+        return list(exprs)
+    return [walk(e) if isinstance(e, sp.Basic) else e for e in exprs]
+
+
 class Emitter:
     #: SymPy function class -> callable name in the target
     functions: dict[type, str] = {}
@@ -161,8 +222,11 @@ class Emitter:
         fresh = (sp.Symbol(f"_{prefix}{next(self._counter)}", real=True) for _ in itertools.count())
         # the row length stays out of shared parts, so r/n is printed as an (exact) division
         # canonical order: the same source in every process (the cache is keyed on the source)
+        exprs = _swap(exprs, _held)
         lets, reduced = sp.cse(exprs, symbols=fresh, order="canonical", ignore=self.keep_inline)
         lets, reduced = self.after_cse(lets, reduced, fresh)
+        lets = list(zip([sym for sym, _ in lets], _swap([v for _, v in lets], _plain)))
+        reduced = _swap(reduced, _plain)
         lines = []
         for sym, value in lets:
             self.names[sym] = sym.name
