@@ -47,6 +47,18 @@ def test_avx512_kernels_run_512_bits_wide(spec):
     assert registers(forward_asm(spec, SKX_LLVM_DEFAULT), "zmm") == 0
 
 
+HOST_AVX512 = "+avx512f" in wide.host()[1].split(",")
+
+
+@pytest.mark.skipif(not HOST_AVX512, reason="this CPU has no AVX-512F: the compile-only test "
+                    "above checks the width under skylake-avx512's name")
+@pytest.mark.parametrize("spec", ["tanh", "sigmoid", "relu", "softplus+norm:z", "gelu"])
+def test_kernels_for_this_avx512_cpu_run_512_bits_wide(spec):
+    """On the AVX-512 machine at hand, the kernels compiled for it (its CPU name and features,
+    as wide.host() gives them) use zmm registers (znver4: tanh's forward 148, relu's 24)."""
+    assert registers(forward_asm(spec, wide.host()), "zmm") >= 4
+
+
 def test_avx2_kernels_use_ymm():
     asm = forward_asm("tanh", ("haswell", "+avx2,+avx,+fma,+f16c,+bmi,+bmi2,+popcnt,+sse4.2"))
     assert registers(asm, "ymm") >= 4 and registers(asm, "zmm") == 0
