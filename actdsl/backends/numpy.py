@@ -148,8 +148,10 @@ def generate(plan: Plan) -> str:
             return f"_rt.at(i_{sym.name}, {expr_text}, z)"
         return expr_text
 
-    for r in reversed(grad):  # λ_k = Σ g ∂F/∂r_k + Σ_{m>k} λ_m S_mk (split_adjoint: the sum
-        row, _, over = split[r.symbol]  # divided by n first, the row's factors after)
+    # λ_k = Σ g ∂F/∂r_k + Σ_{m>k} λ_m S_mk, with Σ g ∂F/∂r_k as split_adjoint says: the sum of
+    # the per-element part divided by n first, then the row's factors
+    for r in reversed(grad):
+        row, _, over = split[r.symbol]
         mean = sp.Symbol(f"m_{r.symbol.name}", real=True)
         em.names[mean] = mean.name
         src(f"{mean.name} = _rt.rowsum({text[('A', r.symbol)]}, z)" + " / n" * over)
