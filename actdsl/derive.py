@@ -13,6 +13,7 @@ derivative of the branch the definition selects there; Heaviside and DiracDelta 
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import sympy as sp
@@ -21,7 +22,7 @@ from sympy.functions.elementary.piecewise import ExprCondPair
 from . import budget
 from .errors import ParameterError
 from .ir import IR, RowMax, RowReduction, n, z
-from .stable import expmul, tanh
+from .stable import expmul, pow2scale, tanh
 
 
 def branches(*pairs) -> sp.Expr:
@@ -326,7 +327,7 @@ def make_plan(ir: IR) -> Plan:
         dbody_dr.update(_nonzero(dr))
         dbody_dp.update(_nonzero(dp))
 
-    return Plan(
+    return _rescaled(Plan(
         reductions=tuple(reductions),
         out=out,
         params=theta,
@@ -336,6 +337,32 @@ def make_plan(ir: IR) -> Plan:
         dbody_dr=dbody_dr,
         dout_dp={p: d(out, p) for p in theta},
         dbody_dp=dbody_dp,
+    ))
+
+
+def _scale_factor(e: sp.Expr) -> sp.Expr:
+    """The product of e's factors that are positive powers of a row's power-of-two scale."""
+    return sp.Mul(*[f for f in sp.Mul.make_args(e)
+                    if isinstance(f, pow2scale) or (f.is_Pow and isinstance(f.base, pow2scale)
+                                                    and f.exp.is_positive)])
+
+
+def _rescaled(plan: Plan) -> Plan:
+    """The plan in the variables r̃_k = X_k r_k, X_k the row-scale factors of ∂F/∂r_k: then
+    λ̃_k = λ_k / X_k, and each use of λ_k (∂f_k/∂z, ∂f_k/∂θ, S_mk) carries X_k, where SymPy
+    cancels it against the 1/s of ∂f_k/∂z. The same derivatives (the scale is a power of two:
+    exact), but norm:mean's λ = -s·mean(dy), then λ·(1/s), was inf·0 = NaN on a row holding ±inf
+    (s = inf), where the VJP is dy - mean(dy). Forward mode reads the same change of variables
+    (ṙ̃_k = X_k ṙ_k) from the same fields."""
+    X = {r.symbol: _scale_factor(plan.dout_dr[r.symbol]) for r in plan.grad_reductions()}
+    if all(x == 1 for x in X.values()):
+        return plan
+    return dataclasses.replace(
+        plan,
+        dout_dr={k: v / X[k] for k, v in plan.dout_dr.items()},
+        dbody_dz={k: v * X[k] for k, v in plan.dbody_dz.items()},
+        dbody_dr={(m, k): v * X[m] / X[k] for (m, k), v in plan.dbody_dr.items()},
+        dbody_dp={(k, p): v * X[k] for (k, p), v in plan.dbody_dp.items()},
     )
 
 

@@ -266,8 +266,8 @@ def test_subnormal_rows_normalise(backend, dtype):
 def test_rowwise_nonfinite_rows(backend):
     """A row holding one ±inf gives the limit of its normalisation as that entry grows (derived
     here for u = ±H e_k + finite, n entries, H -> inf: the mean and σ = H sqrt(n-1)/n dominate),
-    and a VJP of 0 for norm:std/z/max (each derivative is O(1/H)); a NaN makes the row NaN,
-    values and gradients. A learnable slope of 0 times ±inf is the limit 0 of 0 · z, not NaN."""
+    and a VJP of 0 for norm:std/z/max (each derivative is O(1/H)) and dy - mean(dy) for norm:mean;
+    a NaN makes the row NaN, values and gradients (norm:mean's gradient where the NaN is). A learnable slope of 0 times ±inf is the limit 0 of 0 · z, not NaN."""
     rows = np.array([[np.inf, 0.0, 1.0], [-np.inf, 0.0, 1.0], [np.nan, 0.0, 1.0]])
     good = np.array([[1.0, 2.0, 4.0]])
     n, r = 3, np.sqrt(2.0)   # sqrt(n - 1)
@@ -282,9 +282,16 @@ def test_rowwise_nonfinite_rows(backend):
         y = quiet(k, np.concatenate([rows, good]))
         dx = quiet(k.vjp, np.concatenate([rows, good]), np.ones((4, 3)))
         np.testing.assert_allclose(y[:2], lim, rtol=4e-16, atol=0, err_msg=kind)
-        if kind != "norm:mean":  # its VJP there is NaN, not dy - mean(dy) (numerics.md)
-            assert np.all(dx[:2] == 0), (kind, dx[:2])
-        assert np.all(np.isnan(y[2])) and np.all(np.isnan(dx[2])), kind
+        assert np.all(dx[:2] == 0), (kind, dx[:2])
+        if kind == "norm:mean":  # its Jacobian I - 1/n does not depend on u: dy - mean(dy)
+            g = np.array([[1.0, 2.0, 4.0]] * 4)
+            np.testing.assert_allclose(quiet(k.vjp, np.concatenate([rows, good]), g)[:2],
+                                       g[:2] - 7 / 3, rtol=4e-16, atol=0)
+        assert np.all(np.isnan(y[2])), kind
+        if kind == "norm:mean":  # NaN where the NaN is; its Jacobian does not read u elsewhere
+            assert np.isnan(dx[2, 0]) and np.all(dx[2, 1:] == 0), dx[2]
+        else:
+            assert np.all(np.isnan(dx[2])), kind
         assert np.all(np.isfinite(y[3])) and np.all(np.isfinite(dx[3])), kind
     prelu = actdsl.compile("prelu", backend=backend)
     np.testing.assert_array_equal(prelu(np.array([-np.inf, np.inf]), r=0.1), [-np.inf, np.inf])
