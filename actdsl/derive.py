@@ -41,12 +41,13 @@ def _pair(value: sp.Expr, cond) -> ExprCondPair:
     return sp.Basic.__new__(ExprCondPair, value, cond)
 
 
-def rebuild(expr: sp.Expr, match, fn, evaluate: bool = True) -> sp.Expr:
+def rebuild(expr: sp.Expr, match, fn, evaluate: bool = True, memo: dict | None = None) -> sp.Expr:
     """``expr.replace(match, fn)``, bottom-up, each distinct subexpression once, with every
     Piecewise above a change rebuilt as it is (see :func:`branches`); SymPy's ``replace`` walks
     the tree (shared parts once per use) and rebuilds each pair through the folding constructor.
-    ``evaluate=False`` rebuilds every node above a change without SymPy's evaluation."""
-    memo: dict = {}
+    ``evaluate=False`` rebuilds every node above a change without SymPy's evaluation. Calls that
+    pass the same ``memo`` share the work on the parts their expressions have in common."""
+    memo = {} if memo is None else memo
 
     def walk(e):
         if e in memo:
@@ -55,9 +56,7 @@ def rebuild(expr: sp.Expr, match, fn, evaluate: bool = True) -> sp.Expr:
         if e.args and not e.is_Atom:
             args = tuple(walk(a) for a in e.args)
             if args != e.args:
-                if isinstance(e, ExprCondPair):
-                    out = _pair(*args)
-                elif isinstance(e, sp.Piecewise):
+                if isinstance(e, (ExprCondPair, sp.Piecewise)):
                     out = sp.Basic.__new__(type(e), *args)
                 elif match(e):  # fn replaces it: SymPy's evaluation (|u| as sqrt(u²)) would not
                     out = sp.Basic.__new__(type(e), *args)

@@ -19,6 +19,7 @@ from sympy.functions.elementary.piecewise import ExprCondPair
 from sympy.logic.boolalg import BooleanFalse, BooleanTrue
 
 from ..errors import ActdslError
+from ..derive import rebuild
 from ..stable import FirstMax, Primitive
 
 
@@ -29,7 +30,7 @@ from ..stable import FirstMax, Primitive
 #: to a generator does: the check fails loudly instead. Numbers pass as number tokens; comments
 #: are not code. A new word in a generator belongs here.
 VOCABULARY = frozenset("""
-    A BAND BIAS BIG BITS CAP D DOUBLE DP DX E ENABLE CUDASIM EXP F FULL False GY HALF HI I IDX INDEX INF INTEGRAL
+    A BAND BIAS BIG BITS CAP D DOUBLE DOWN DP DX E ENABLE CUDASIM EXP F FULL False GY HALF HI I IDX INDEX INF INTEGRAL
     IONE JIT LN LO LOG MANT MASK NAN NEG None ONE OUT P PART R RSQRT S SH SHARED SI SIM
     SHIFTER SLOTS SQRT T TANH TINY TPB TWO True UP WANT WARPS X Y ZERO
     a abs acc actdsl all and arcsinh attop break arctan argmax array as asinh at atan b backends big bits
@@ -114,46 +115,31 @@ class _Held(sp.Piecewise):
                                        for a in args])
 
 
+def _is_open(e) -> bool:
+    return type(e) is sp.Piecewise and any(c.has(sp.Piecewise) for _, c in e.args)
+
+
 def _held(e):
-    if type(e) is sp.Piecewise and any(c.has(sp.Piecewise) for _, c in e.args):
-        return _Held(*[_HeldPair(v, c) for v, c in e.args])
-    return None
+    return _Held(*[_HeldPair(v, c) for v, c in e.args])
+
+
+def _is_held(e) -> bool:
+    return isinstance(e, _Held)
 
 
 def _plain(e):
-    if isinstance(e, _Held):
-        return sp.Basic.__new__(sp.Piecewise, *[sp.Basic.__new__(ExprCondPair, v, c)
-                                                for v, c in e.args])
-    return None
+    return sp.Basic.__new__(sp.Piecewise, *[sp.Basic.__new__(ExprCondPair, v, c)
+                                            for v, c in e.args])
 
 
-def _swap(exprs: list, fn) -> list:
-    """Each expression with every node for which ``fn`` gives a replacement replaced (bottom-up,
-    each distinct node once; nodes above a change rebuilt without evaluation)."""
-    memo: dict = {}
-
-    def walk(e):
-        if e in memo:
-            return memo[e]
-        out = e
-        if e.args and not e.is_Atom:
-            args = tuple(walk(a) for a in e.args)
-            if args != e.args:
-                if isinstance(e, (sp.Piecewise, ExprCondPair)):
-                    out = sp.Basic.__new__(type(e), *args)
-                else:
-                    try:
-                        out = e.func(*args, evaluate=False)
-                    except TypeError:  # a class without the option
-                        out = e.func(*args)
-        new = fn(out)
-        out = out if new is None else new
-        memo[e] = out
-        return out
-
+def _swap(exprs: list, match, fn) -> list:
+    """Each expression with every node ``match`` picks replaced by ``fn`` of it (nodes above a
+    change rebuilt without evaluation; the work on shared parts done once for all)."""
     if not any(isinstance(e, sp.Basic) and e.has(sp.Piecewise) for e in exprs):
         return list(exprs)
-    return [walk(e) if isinstance(e, sp.Basic) else e for e in exprs]
+    memo: dict = {}
+    return [rebuild(e, match, fn, evaluate=False, memo=memo) if isinstance(e, sp.Basic) else e
+            for e in exprs]
 
 
 class Emitter:
@@ -222,11 +208,11 @@ class Emitter:
         fresh = (sp.Symbol(f"_{prefix}{next(self._counter)}", real=True) for _ in itertools.count())
         # the row length stays out of shared parts, so r/n is printed as an (exact) division
         # canonical order: the same source in every process (the cache is keyed on the source)
-        exprs = _swap(exprs, _held)
+        exprs = _swap(exprs, _is_open, _held)
         lets, reduced = sp.cse(exprs, symbols=fresh, order="canonical", ignore=self.keep_inline)
         lets, reduced = self.after_cse(lets, reduced, fresh)
-        lets = list(zip([sym for sym, _ in lets], _swap([v for _, v in lets], _plain)))
-        reduced = _swap(reduced, _plain)
+        lets = list(zip([sym for sym, _ in lets], _swap([v for _, v in lets], _is_held, _plain)))
+        reduced = _swap(reduced, _is_held, _plain)
         lines = []
         for sym, value in lets:
             self.names[sym] = sym.name
