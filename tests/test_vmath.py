@@ -139,3 +139,15 @@ def test_polynomial_tables_are_the_tools_output(kind):
         assert getattr(vm, name) == tuple(float(a) for a in d), name
         bound = 1.6 if name == "NCDF_M_SINGLE" else 1.2
         assert mp.fsum(abs(a) * X ** k for k, a in enumerate(d)) <= bound, name
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tanh_where_it_saturates(dtype):
+    # tanh clamps |x| where exp(-2|x|) drops below half an ULP of 1 (9.5 in float32, 19.5 in
+    # float64): dense across the switch at 0.55, both caps and beyond, against mpmath
+    x = np.concatenate([np.linspace(0.5, 0.6, 501), np.linspace(8.0, 22.0, 2801)]).astype(dtype)
+    x = np.concatenate([x, -x])
+    y = ufunc("tanh")(x)
+    worst = max(ulp_error(yi, mp.tanh(mp.mpf(float(xi))), dtype) for xi, yi in zip(x, y))
+    assert worst <= 4.0
+    assert np.all(y[x > 20] == 1.0) and np.all(y[x < -20] == -1.0)
