@@ -493,9 +493,17 @@ class Kernel(AutodiffMixin):
 def _fast_out_ok(out, x: np.ndarray, *inputs) -> bool:
     """Whether the small-array path may write into ``out``: none given, or one of x's shape that
     is the inputs themselves or apart from them (a partial overlap goes the general way)."""
-    return out is None or (type(out) is np.ndarray and out.shape == x.shape
-                           and all(a.shape == x.shape for a in inputs)
-                           and not _overlaps(out, x, *inputs))
+    if out is None:
+        return True
+    if type(out) is not np.ndarray or out.shape != x.shape:
+        return False
+    for a in (x, *inputs):
+        # out=x itself is fine (each element is read before it is written); any other sharing,
+        # the very same elements through another view included, goes the general way, which
+        # tells the two apart (_overlaps: 0.6 µs where may_share_memory takes 0.25)
+        if a.shape != x.shape or (a is not out and np.may_share_memory(out, a)):
+            return False
+    return True
 
 
 def _overlaps(out: np.ndarray, *inputs: np.ndarray) -> bool:
