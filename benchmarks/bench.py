@@ -151,6 +151,18 @@ def machine() -> dict:
                 threads=threads, versions=versions)
 
 
+def same_threads():
+    """PyTorch's intra-op threads set to actdsl's (``ACTDSL_NUM_THREADS``, else the CPUs), so
+    that an ``out=`` row compares one thread with one, or all with all (NumPy's ufuncs run on
+    one thread whatever the setting: the header says so)."""
+    try:
+        import torch
+    except ImportError:
+        return
+    from actdsl import parallel
+    torch.set_num_threads(parallel.threads())
+
+
 def print_machine(m: dict):
     print(f"# CPU: {m['cpu_model']}; vector extensions: {' '.join(m['vector_extensions']) or 'none'}")
     print(f"# actdsl compiles for LLVM CPU {m['llvm_cpu']!r}, {m['actdsl_vector_bits']}-bit vectors; "
@@ -397,6 +409,7 @@ def main(argv=None):
                     "shape (rows x units); 'none' to skip")
     ap.add_argument("--json", default=None, help="where to write results (default benchmarks/results/)")
     args = ap.parse_args(argv)
+    same_threads()
     result = {"machine": machine()}
     print_machine(result["machine"])
     if not args.compile_only:
