@@ -77,7 +77,7 @@ def _estrin(var: str, coeffs: list[float], T: str = "F") -> str:
     return _leading(var, coeffs, terms[0], T)
 
 
-#: exp(t - b) for EXP_LO < t < EXP_HI, into y: pasted into exp, exp_minus and exp_neg_abs (one
+#: exp(t - b) for EXP_LO < t < EXP_HI, into y: pasted into exp and exp_minus (one
 #: function each for Numba to compile: a shared inner function cost each of them one more
 #: compile, 0.2 s of a cold start). With b = ZERO, r - 0 folds away (r + 0 would not: -0 + 0 is +0).
 _EXP_CORE = '''\
@@ -144,29 +144,23 @@ def exp_minus(x, b):
 
 
 @njit(**JIT)
-def exp_mid(t):
-    # exp(t) for -2 TANH_CAP <= t <= 0 only: 2^k is a normal number there, so one scale does
-    # and nothing over- or underflows (no range checks)
-    kr = t * LOG2E + SHIFTER
+def exp_low(t, b):
+    # exp(t - b) for -(BIAS + 63) ln 2 <= t - b <= 0 only (|b| < 0.1, as in exp_minus): there
+    # 2^(k + 64) is a normal number, so p 2^(k + 64) is exact and the product by 2^-64 rounds once
+    # (into the subnormals or not): one scale and no range checks, 0.7x exp's time (issue 16)
+    kr = (t - b) * LOG2E + SHIFTER
     k = kr - SHIFTER
-    r = (t - k * LN2_HI) - k * LN2_LO
+    r = ((t - k * LN2_HI) - k * LN2_LO) - b
     p = {exp_poly}
-    return p * from_bits(((as_bits(kr) - SHIFTER_BITS) + BIAS) << MANT)
+    return (p * from_bits(((as_bits(kr) - SHIFTER_BITS) + BIAS_UP64) << MANT)) * DOWN64
 
 
 @njit(**JIT)
 def exp_neg_abs(x):
-    # exp(-|x|), which cannot overflow: the sigmoid family and softplus need only this. With t
-    # clamped at EXP_LO (where exp rounds to 0), k >= EXP_LO log2(e) - 1 > -(BIAS + 64), so
-    # 2^(k + 64) is a normal number: p 2^(k + 64) is exact and the product by 2^-64 rounds once
-    # (into the subnormals or not); one scale and no range checks, 0.7x exp's time (issue 16)
+    # exp(-|x|), which cannot overflow: the sigmoid family and softplus need only this; clamped
+    # at EXP_LO, where it rounds to 0
     a = -abs(x)
-    t = a if a > EXP_LO else EXP_LO
-    kr = t * LOG2E + SHIFTER
-    k = kr - SHIFTER
-    r = (t - k * LN2_HI) - k * LN2_LO
-    p = {exp_poly}
-    y = (p * from_bits(((as_bits(kr) - SHIFTER_BITS) + BIAS_UP64) << MANT)) * DOWN64
+    y = exp_low(a if a > EXP_LO else EXP_LO, ZERO)
     return y if a == a else a
 
 
@@ -225,9 +219,9 @@ def tanh(x):
     a = abs(x)
     u = x * x
     small = x + x * (u * ({tanh_poly}))
-    # beyond TANH_CAP, E < 2^-(p+1) and (1 - E)/(1 + E) rounds to 1: clamping there keeps E's
-    # 2^k normal, so exp_mid needs one scale and no range checks (a quarter of tanh's time)
-    e = exp_mid(-TWO * (a if a < TANH_CAP else TANH_CAP))
+    # beyond TANH_CAP, E < 2^-(p+1) and (1 - E)/(1 + E) rounds to 1: clamped there, E needs no
+    # range checks (exp_low; a quarter of tanh's time)
+    e = exp_low(-TWO * (a if a < TANH_CAP else TANH_CAP), ZERO)
     big = (ONE - e) / (ONE + e)
     return np.copysign(big if a >= F(0.55) else small, x)   # (and tanh(-0) = -0)
 
@@ -408,7 +402,7 @@ def ncdf(x):
 # exp in float32 (8 lanes where float64 has 4): Phi(-u) = exp(-u^2/2) M(t) / (u + K) for u >= 0,
 # t = (u - K)/(u + K), M a polynomial (tools/vmath_coefficients.py, NCDF_M_SINGLE) evaluated in
 # float64 with the products after it; u^2/2 = h^2/2 + d (2h + d)/2 with h the leading 12 bits of
-# u (h^2 is exact), so that exp's argument is an exact part and a small one (exp_minus);
+# u (h^2 is exact), so that exp's argument is an exact part and a small one (exp_low);
 # Phi(x) = 1 - Phi(-x) for x > 0, and one rounding to float32 at the end. Beyond u = 15 Phi(-u)
 # underflows, and u is capped there. At most 1.6 ULP (tests/test_vmath.py); 2.0x faster than
 # ncdf through erfc_double (3.2 against 6.5 ms per 2^20 elements, one thread, AVX2).
@@ -420,7 +414,7 @@ def ncdf(x):
     c = u if u < F(15.0) else F(15.0)
     h = from_bits(as_bits(c) & I(-4096))
     d = c - h
-    e = exp_minus(-(h * h) * HALF, d * (h + h + d) * HALF)
+    e = exp_low(-(h * h) * HALF, d * (h + h + d) * HALF)  # >= -112.5
     v = D(c)
     q = D(1.0) / (v + D({k!r}))
     t = (v - D({k!r})) * q
