@@ -766,9 +766,10 @@ class Runner:
         checks it and says what is wrong)."""
         if out is None:
             return np.empty(x.shape, x.dtype)
-        if type(out) is np.ndarray and out.shape == x.shape and out.dtype == x.dtype \
-                and out.flags.c_contiguous and out.flags.writeable:
-            return out
+        if type(out) is np.ndarray and out.shape == x.shape and out.dtype == x.dtype:
+            flags = out.flags  # (a new object at each access)
+            if flags.c_contiguous and flags.writeable:
+                return out
         return None
 
     @staticmethod
