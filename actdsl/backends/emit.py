@@ -19,8 +19,8 @@ from sympy.functions.elementary.piecewise import ExprCondPair
 from sympy.logic.boolalg import BooleanFalse, BooleanTrue
 
 from ..errors import ActdslError
-from ..derive import rebuild
-from ..stable import FirstMax, Primitive
+from ..derive import rebuild, replace_nodes
+from ..stable import FirstMax, Pick, Primitive
 
 
 #: Every word a generator writes into code: identifiers and string contents, split at "_" and
@@ -177,7 +177,8 @@ class Emitter:
         fresh = lambda: sp.Symbol(f"_{prefix}{next(self._counter)}", real=True)  # noqa: E731
         lines, mapping = [], {}
         for first in sorted(found, key=lambda a: (len(a.atoms(FirstMax)), sp.default_sort_key(a))):
-            args = tuple(a.xreplace(mapping) for a in first.args)
+            memo: dict = {}  # (the mapping grows each step)
+            args = tuple(replace_nodes(a, mapping, memo) for a in first.args)
             more, pieces = self._block(list(args), prefix)
             lines += more
             top, index = fresh(), fresh()
@@ -200,8 +201,12 @@ class Emitter:
             lines.append(f"{carry.name} = "
                          f"{self.select([(top.name, nan)], '(-' + self.number(sp.S.Zero) + ')', [])}")
             mapping[first] = index
+            # the maximum itself, by name: after CSE the pick's values no longer read as the
+            # pieces (_Pick's test), and it was printed as a second select over all of them
+            mapping[sp.Basic.__new__(Pick, first, *first.args)] = top
             self._scanned[index] = (top.name, args, carry.name)
-        return lines, [e.xreplace(mapping) for e in exprs]
+        memo = {}
+        return lines, [replace_nodes(e, mapping, memo) for e in exprs]
 
     def _block(self, exprs: list[sp.Expr], prefix: str) -> tuple[list[str], list[str]]:
         """Common subexpressions of ``exprs`` as assignments, then each expression's text."""
