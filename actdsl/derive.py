@@ -76,29 +76,15 @@ def rebuild(expr: sp.Expr, match, fn, evaluate: bool = True, memo: dict | None =
 
 def replace_nodes(expr: sp.Expr, mapping: dict, memo: dict | None = None) -> sp.Expr:
     """``expr.xreplace(mapping)``: whole nodes replaced top-down (a key is replaced before its
-    insides are looked at), each distinct subexpression once, and the nodes above a change
-    rebuilt without SymPy's evaluation. xreplace walks shared parts once per use and rebuilds
-    through the constructors: a Piecewise folds its conditions through simplify_logic (12 s of
-    the emission of softsign+maxout:5+threshold+softplus+rect:max+{min(z, 1)}). Calls with the
-    same ``mapping`` may share a ``memo``."""
+    insides are looked at: the keys seed :func:`rebuild`'s memo), each distinct subexpression
+    once, and the nodes above a change rebuilt without SymPy's evaluation. xreplace walks shared
+    parts once per use and rebuilds through the constructors: a Piecewise folds its conditions
+    through simplify_logic (12 s of the emission of
+    softsign+maxout:5+threshold+softplus+rect:max+{min(z, 1)}). Calls with the same ``mapping``
+    may share a ``memo``."""
     memo = {} if memo is None else memo
-
-    def walk(e):
-        hit = mapping.get(e)
-        if hit is not None:
-            return hit
-        if e in memo:
-            return memo[e]
-        out = e
-        if e.args and not e.is_Atom:
-            args = tuple(walk(a) for a in e.args)
-            if args != e.args:
-                out = (sp.Basic.__new__(type(e), *args)
-                       if isinstance(e, (ExprCondPair, sp.Piecewise)) else _unevaluated(e, args))
-        memo[e] = out
-        return out
-
-    return walk(expr)
+    memo.update(mapping)
+    return rebuild(expr, lambda e: False, None, evaluate=False, memo=memo)
 
 
 def power(a: sp.Expr, b: sp.Expr) -> sp.Expr:
