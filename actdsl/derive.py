@@ -291,6 +291,88 @@ def _plain(b: _Branches) -> sp.Expr:
     return sp.Basic.__new__(sp.Piecewise, *b.args)
 
 
+def _real_set(cond):
+    """The real z where ``cond`` holds, for conditions made of comparisons of z with numbers
+    (And, Or, Not, ITE of them): unions of intervals, built node by node (SymPy's as_set goes
+    through a disjunctive normal form, exponential in the condition). None where a part is
+    anything else."""
+    if cond is sp.true:
+        return sp.S.Reals
+    if cond is sp.false:
+        return sp.S.EmptySet
+    if isinstance(cond, sp.core.relational.Relational):
+        # a z + b (op) 0 with numbers a != 0 and b: z (op') -b/a
+        d, op = cond.lhs - cond.rhs, cond.rel_op
+        if d.free_symbols != {z} or not budget.small(d, nodes=16):
+            return None
+        a, b = d.diff(z), d.subs(z, 0)
+        if not (a.is_number and b.is_number and a.is_extended_real and b.is_extended_real) \
+                or a == 0:
+            return None
+        if a.is_negative:
+            op = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}.get(op, op)
+        rhs = -b / a
+        return {"<": sp.Interval.open(-sp.oo, rhs), "<=": sp.Interval(-sp.oo, rhs),
+                ">": sp.Interval.open(rhs, sp.oo), ">=": sp.Interval(rhs, sp.oo),
+                "==": sp.FiniteSet(rhs), "!=": sp.S.Reals - sp.FiniteSet(rhs)}.get(op)
+    parts = [_real_set(a) for a in cond.args]
+    if any(p is None for p in parts):
+        return None
+    if isinstance(cond, sp.And):
+        return sp.Intersection(*parts)
+    if isinstance(cond, sp.Or):
+        return sp.Union(*parts)
+    if isinstance(cond, sp.Not):
+        return sp.S.Reals - parts[0]
+    if isinstance(cond, sp.ITE):
+        a, b, c = parts
+        return sp.Union(sp.Intersection(a, b), sp.Intersection(sp.S.Reals - a, c))
+    return None
+
+
+def _unreachable_dropped(expr: sp.Expr) -> sp.Expr:
+    """``expr`` without the branches holding zoo (a 1/0 or log 0 of the chain rule) that are
+    never taken where their Piecewise is: |relu(z)| is written with a branch for relu(z) < 0,
+    whose condition (z > 0 and z < 0) is empty, and sqrt's derivative there divides by relu's 0;
+    in sqrt(|tlin(z)|)'s derivative, tlin's flat branch (|z| <= 1) sits inside the branch for
+    z < -1. Each Piecewise is read with the set of z that reaches it (intervals, from
+    comparisons of z with numbers; other conditions narrow nothing); only parts holding zoo are
+    looked at."""
+
+    memo: dict = {}
+
+    def walk(e, ctx):
+        if not e.has(sp.zoo) or e.is_Atom or not e.args:
+            return e
+        if (e, ctx) in memo:
+            return memo[e, ctx]
+        memo[e, ctx] = out = _walk(e, ctx)
+        return out
+
+    def _walk(e, ctx):
+        # ctx: a set holding every z where e is evaluated (a superset: unknown parts add nothing)
+        if type(e) is sp.Piecewise:
+            pairs, before = [], sp.S.EmptySet  # (where an earlier branch surely holds)
+            for pair in e.args:
+                cond = _real_set(pair.cond)
+                reach = ctx - before if cond is None else sp.Intersection(ctx - before, cond)
+                if not (pair.expr.has(sp.zoo) and reach == sp.S.EmptySet):
+                    pairs.append(sp.Basic.__new__(ExprCondPair, walk(pair.expr, reach), pair.cond))
+                if cond is not None:
+                    before = sp.Union(before, cond)
+            if not pairs:  # (no z reaches it: left as it is, and refused)
+                return e
+            if len(pairs) == 1:
+                return pairs[0].expr
+            if pairs[-1].cond != sp.true:  # the last branch never taken: the one before is the rest
+                pairs[-1] = sp.Basic.__new__(ExprCondPair, pairs[-1].expr, sp.true)
+            return sp.Basic.__new__(sp.Piecewise, *pairs)
+        args = tuple(walk(a, ctx) for a in e.args)
+        return e if args == e.args else _unevaluated(e, args)
+
+    return walk(expr, sp.S.Reals)
+
+
 def _nonzero(d: dict) -> dict:
     return {k: v for k, v in d.items() if v != 0}
 
@@ -314,6 +396,8 @@ def make_plan(ir: IR) -> Plan:
                                   "before they are taken, from the expression's shape)")
         out = zero_first(_diff(e, v))
         total = budget.check_derivatives([out], total)
+        if out.has(sp.zoo):
+            out = _unreachable_dropped(out)
         if out.has(sp.zoo):
             raise ParameterError(
                 f"this spec's derivative in {v} is undefined on a whole branch (a log of 0 or a "

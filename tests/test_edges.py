@@ -576,3 +576,28 @@ def test_a_power_of_a_composed_relu_is_refused_with_our_error():
     ParameterError (SymPy's own assertion escaped once, from folding a branch condition)."""
     with pytest.raises(actdsl.ActdslError, match="undefined on a whole branch"):
         actdsl.compile("prelu+prelu+relu+{abs(z)**z}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_root_of_a_flat_branch_has_the_flat_derivative(backend):
+    """sqrt(|relu(z)|) and sqrt(|tlin(z)|): the chain rule puts 1/0 on branches that are never
+    taken (|u| has a branch for u < 0, empty where u = relu(z)) or never taken where they sit
+    (tlin's flat |z| <= 1 inside the branch for z < -1). Those branches are dropped; the
+    derivative is the definition's, 0 where the function is flat. log(relu(z)) is still
+    refused: its log 0 is on a branch that is taken."""
+    xs = [-3.0, -2.0, -1.5, -0.5, 0.25, 0.5, 1.5, 2.0, 3.0]
+    defs = {"relu+{abs(z)**0.5}": lambda t: mpmath.sqrt(abs(max(t, 0))),
+            "tlin+{abs(z)**0.5}": lambda t: mpmath.sqrt(abs(t if abs(t) > 1 else 0))}
+    for spec, f in defs.items():
+        k = actdsl.compile(spec, backend=backend)
+        x = np.array(xs)
+        with mpmath.workdps(30):
+            want_y = [float(f(mpmath.mpf(t))) for t in xs]
+            want_d = [float(mpmath.diff(f, mpmath.mpf(t))) for t in xs]
+        np.testing.assert_allclose(k(x), want_y, rtol=1e-14, err_msg=spec)
+        np.testing.assert_allclose(k.derivative(x), want_d, rtol=1e-12, atol=1e-300,
+                                   err_msg=spec)
+        np.testing.assert_allclose(k.vjp(x, np.full_like(x, 2.0)), 2 * np.array(want_d),
+                                   rtol=1e-12, atol=1e-300, err_msg=spec)
+    with pytest.raises(actdsl.ParameterError, match="undefined on a whole branch"):
+        actdsl.compile("relu+{log(relu(z))}", backend=backend)
