@@ -357,7 +357,7 @@ def _unreachable_dropped(expr: sp.Expr) -> sp.Expr:
                 cond = _real_set(pair.cond)
                 reach = ctx - before if cond is None else sp.Intersection(ctx - before, cond)
                 if not (pair.expr.has(sp.zoo) and reach == sp.S.EmptySet):
-                    pairs.append(sp.Basic.__new__(ExprCondPair, walk(pair.expr, reach), pair.cond))
+                    pairs.append(_pair(walk(pair.expr, reach), pair.cond))
                 if cond is not None:
                     before = sp.Union(before, cond)
             if not pairs:  # (no z reaches it: left as it is, and refused)
@@ -365,7 +365,7 @@ def _unreachable_dropped(expr: sp.Expr) -> sp.Expr:
             if len(pairs) == 1:
                 return pairs[0].expr
             if pairs[-1].cond != sp.true:  # the last branch never taken: the one before is the rest
-                pairs[-1] = sp.Basic.__new__(ExprCondPair, pairs[-1].expr, sp.true)
+                pairs[-1] = _pair(pairs[-1].expr, sp.true)
             return sp.Basic.__new__(sp.Piecewise, *pairs)
         args = tuple(walk(a, ctx) for a in e.args)
         return e if args == e.args else _unevaluated(e, args)

@@ -751,13 +751,11 @@ class Runner:
 
     # -- the fast path: arrays as they are ------------------------------------------------------
     def _fast_ok(self, x: np.ndarray, axis, kernel) -> bool:
-        """Whether ``kernel`` can run on ``x`` as it is: already compiled for its dtype (the first
-        call compiles on the general path), C-contiguous, and for rows (or units) a non-empty
-        array of one axis or more, that axis last."""
+        """Whether the rows (or units) ``kernel`` can run on ``x`` as it is: already compiled for
+        its dtype (the first call compiles on the general path), C-contiguous, a non-empty array
+        of one axis or more, that axis last (elementwise specs: :meth:`_flat_fast`)."""
         if not x.flags.c_contiguous or (kernel, x.dtype) not in self._costs:
             return False
-        if self.flat:
-            return True
         return x.ndim > 0 and x.size > 0 and type(axis) is int and (axis == -1 or axis == x.ndim - 1)
 
     @staticmethod
@@ -803,18 +801,15 @@ class Runner:
         closures, the thread pool's bookkeeping), not in the kernel, and so did a (128, 512) one
         (25 µs of 33)."""
         kernel = self._forward_kernel
-        if self.flat and not specs and not params:
-            return self._flat_fast(kernel, x, (), out)
+        if self.flat:  # (no parameters: any given are the general path's error to report)
+            return None if params else self._flat_fast(kernel, x, (), out)
         cols, y = self._fast_setup(x, axis, out, params, specs, kernel)
         if y is None:
             return None
-        if self.flat:
-            self._flat_parts(kernel, (x.reshape(-1), y.reshape(-1)))
-        else:
-            n = x.shape[-1]
-            X, Y = x.reshape(-1, n), y.reshape(-1, n)
-            self._row_parts(kernel, X, lambda i, lo, hi, scratch: (X[lo:hi], Y[lo:hi], *cols, scratch),
-                            self.forward_slots)
+        n = x.shape[-1]
+        X, Y = x.reshape(-1, n), y.reshape(-1, n)
+        self._row_parts(kernel, X, lambda i, lo, hi, scratch: (X[lo:hi], Y[lo:hi], *cols, scratch),
+                        self.forward_slots)
         return y
 
     def _flat_fast(self, kernel, x, inputs: tuple, out):
@@ -860,20 +855,17 @@ class Runner:
         if type(g) is not np.ndarray or g.shape != x.shape or g.dtype != x.dtype \
                 or not g.flags.c_contiguous:
             return None
-        if self.flat and not specs and not params:
-            return self._flat_fast(kernel, x, (g,), out)
+        if self.flat:
+            return None if params else self._flat_fast(kernel, x, (g,), out)
         cols, dx = self._fast_setup(x, axis, out, params, specs, kernel)
         if dx is None:
             return None
-        if self.flat:
-            self._flat_parts(kernel, (x.reshape(-1), g.reshape(-1), dx.reshape(-1)))
-        else:
-            n = x.shape[-1]
-            X, G, DX = x.reshape(-1, n), g.reshape(-1, n), dx.reshape(-1, n)
-            # parameter gradients, not asked for here: one accumulator per part
-            self._row_parts(kernel, X, lambda i, lo, hi, scratch: (
-                X[lo:hi], G[lo:hi], DX[lo:hi], *[np.zeros(n) for _ in cols], *cols, scratch),
-                self.vjp_slots)
+        n = x.shape[-1]
+        X, G, DX = x.reshape(-1, n), g.reshape(-1, n), dx.reshape(-1, n)
+        # parameter gradients, not asked for here: one accumulator per part
+        self._row_parts(kernel, X, lambda i, lo, hi, scratch: (
+            X[lo:hi], G[lo:hi], DX[lo:hi], *[np.zeros(n) for _ in cols], *cols, scratch),
+            self.vjp_slots)
         return dx
 
     def _parts(self, kernel, dtype, total, elements_per_item=1):

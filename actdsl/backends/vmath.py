@@ -77,10 +77,11 @@ def _estrin(var: str, coeffs: list[float], T: str = "F") -> str:
     return _leading(var, coeffs, terms[0], T)
 
 
-#: exp(t - b) for EXP_LO < t < EXP_HI, into y: pasted into exp and exp_minus (one
-#: function each for Numba to compile: a shared inner function cost each of them one more
-#: compile, 0.2 s of a cold start). With b = ZERO, r - 0 folds away (r + 0 would not: -0 + 0 is +0).
-_EXP_CORE = '''\
+#: exp's argument reduction and polynomial for t - b, into k, r and p: pasted into exp,
+#: exp_minus and exp_low (one function each for Numba to compile: a shared inner function cost
+#: each of them one more compile, 0.2 s of a cold start). With b = ZERO, r - 0 folds away (r + 0
+#: would not: -0 + 0 is +0).
+_EXP_REDUCE = '''\
     # k = round(t log2 e) through the shifter 1.5 * 2^MANT, whose last bits then hold k as an
     # integer: no float-to-integer conversion (AVX2 has none for float64; LLVM would do it one
     # lane at a time) and no arithmetic shift of 64-bit integers (none in AVX2 either)
@@ -88,7 +89,10 @@ _EXP_CORE = '''\
     k = kr - SHIFTER
     r = ((t - k * LN2_HI) - k * LN2_LO) - {b}
     # e^r = 1 + r (1 + r P(r)), |r| <= ln(2)/2, P from tools/vmath_coefficients.py
-    p = {poly}
+    p = {poly}'''
+#: exp(t - b) for EXP_LO < t < EXP_HI, into y: the reduction, then 2^k as two normal factors
+#: (exp_low, where k + 64 is in range, needs one)
+_EXP_CORE = _EXP_REDUCE + '''
     ki = as_bits(kr) - SHIFTER_BITS
     k1 = as_bits(k * HALF + SHIFTER) - SHIFTER_BITS
     s1 = from_bits((k1 + BIAS) << MANT)           # 2^k as 2^k1 * 2^(k-k1): both normal,
@@ -148,10 +152,7 @@ def exp_low(t, b):
     # exp(t - b) for -(BIAS + 63) ln 2 <= t - b <= 0 only (|b| < 0.1, as in exp_minus): there
     # 2^(k + 64) is a normal number, so p 2^(k + 64) is exact and the product by 2^-64 rounds once
     # (into the subnormals or not): one scale and no range checks, 0.7x exp's time (issue 16)
-    kr = (t - b) * LOG2E + SHIFTER
-    k = kr - SHIFTER
-    r = ((t - k * LN2_HI) - k * LN2_LO) - b
-    p = {exp_poly}
+{exp_reduce_b}
     return (p * from_bits(((as_bits(kr) - SHIFTER_BITS) + BIAS_UP64) << MANT)) * DOWN64
 
 
@@ -491,7 +492,7 @@ def _source(F, I, mant, bias, expm1_degree, exp_lo, exp_hi, up_bits, ln2_hi, ln2
         band_lo=SCALE_BANDS[F.__name__][0], band_hi=SCALE_BANDS[F.__name__][1], cap=SCALE_CAPS[F.__name__], up=2.0 ** up_bits, up_bits=up_bits,
         sqrt2=math.sqrt(2), shifter=1.5 * 2.0 ** mant,
         shifter_bits=int(np.array(1.5 * 2.0 ** mant, F).view(I)), mant_mask=(1 << mant) - 1, one_bits=bias << mant, exp_mask=2 * bias + 1,
-        exp_poly=exp_poly, tanh_cap=tanh_cap,
+        tanh_cap=tanh_cap, exp_reduce_b=_EXP_REDUCE.format(b="b", poly=exp_poly),
         exp_core_zero=_EXP_CORE.format(b="ZERO", poly=exp_poly),
         exp_core_b=_EXP_CORE.format(b="b", poly=exp_poly),
         # (e^x - 1)/x = sum x^k/(k+1)!
