@@ -309,3 +309,35 @@ def test_each_expensive_call_is_computed_once_per_function(spec):
         calls = _calls(function)
         repeated = {c for c in calls if calls.count(c) > 1}
         assert not repeated, f"{spec}: {function.split('(')[0]} computes {sorted(repeated)[:2]} more than once"
+
+
+def test_parameters_go_as_one_padded_array_and_scans_without_branches():
+    """Row kernels take every parameter column in one C-contiguous array P (gradients in one DP),
+    each row an odd number of 64-byte lines (rows 4 KiB apart shared a cache set: maxout:16 ran
+    3x slower), and print maxout's scan as selects, not ternaries (branches: Numba's SSA pass
+    took longer than LLVM on maxout:64). Values: checked against the definition."""
+    from actdsl.backends.numba_cpu import Runner
+    for units, dtype in [(1024, np.float32), (1000, np.float64), (3, np.float32), (16, np.float64)]:
+        P = Runner._columns([None, np.arange(units), 2.5], units, dtype)[0]
+        line = 64 // np.dtype(dtype).itemsize
+        assert P.flags.c_contiguous and P.dtype == dtype and P.shape[0] == 2
+        assert P.shape[1] >= units and P.shape[1] % line == 0 and (P.shape[1] // line) % 2 == 1
+        np.testing.assert_array_equal(P[0, :units], np.arange(units))
+        np.testing.assert_array_equal(P[1, :units], 2.5)
+    k = actdsl.compile("maxout:5", backend="numba")
+    scan = k.source[k.source.index("def vjp_rows"):k.source.index("SLOTS")]
+    assert " if " not in scan.replace("dx[j] = z if z != z", "")
+    assert "def vjp_rows(X, GY, DX, DP, P, T)" in scan
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(6, 1024)).astype(np.float32)
+    p = {n: v.astype(np.float32) for n, v in k.init_params(1024, rng=rng).items()}
+    pieces = x[..., None] * p["m"] + p["b"]  # (rows, units, pieces), float32 like the kernel
+    first = pieces.argmax(axis=-1)
+    np.testing.assert_allclose(k(x, **p), pieces.max(axis=-1), rtol=1e-6, atol=1e-7)
+    g = rng.normal(size=x.shape).astype(np.float32)
+    dx, grads = k.vjp(x, g, with_params=True, **p)
+    onehot = np.arange(5) == first[..., None]
+    np.testing.assert_allclose(dx, g * np.take_along_axis(np.broadcast_to(p["m"], pieces.shape),
+                                                          first[..., None], -1)[..., 0], rtol=1e-6)
+    np.testing.assert_allclose(grads["m"], (onehot * (g * x)[..., None]).sum(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(grads["b"], (onehot * g[..., None]).sum(0), rtol=1e-4, atol=1e-5)

@@ -151,3 +151,24 @@ def test_tanh_where_it_saturates(dtype):
     worst = max(ulp_error(yi, mp.tanh(mp.mpf(float(xi))), dtype) for xi, yi in zip(x, y))
     assert worst <= 4.0
     assert np.all(y[x > 20] == 1.0) and np.all(y[x < -20] == -1.0)
+
+
+def test_where_is_the_ternary_without_a_branch():
+    """vm.where(c, a, b) is ``a if c else b`` typed as the ternary would be (the unified type of
+    a and b), NaN and signed zeros passed through untouched."""
+    from numba import njit
+
+    @njit
+    def both(c, a, b):
+        return vm.where(c, a, b), (a if c else b)
+
+    cases = [(np.float32(1.5), np.float32(-0.0)), (np.float64(np.nan), np.float64(2.0)),
+             (np.float32(3.0), np.float64(-np.inf)), (np.int64(7), np.float32(0.25))]
+    for a, b in cases:
+        for c in (True, False):
+            got, ternary = both(c, a, b)
+            assert type(got) is type(ternary)
+            assert np.array_equal(np.array(got), np.array(ternary), equal_nan=True)
+            assert np.signbit(got) == np.signbit(ternary)
+    src = both.inspect_llvm(both.signatures[0])
+    assert "select" in src

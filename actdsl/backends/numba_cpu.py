@@ -138,10 +138,14 @@ class NumbaEmitter(Emitter):
     def select(self, branches, default, nan_operands):
         text = default
         for value, cond in reversed(branches):
-            text = f"({value} if {cond} else {text})"
+            text = self.where(cond, value, text)
         for op in nan_operands:
-            text = f"({op} if {op} != {op} else {text})"
+            text = self.where(f"({op} != {op})", op, text)
         return text
+
+    def where(self, cond: str, a: str, b: str) -> str:
+        """``a if cond else b`` without a branch (vmath.where: both are evaluated)."""
+        return f"vm.where({cond}, {a}, {b})"
 
 
 HEADER = '''\
@@ -395,7 +399,7 @@ def _open_loop(src: Source, params: list[str], g: bool = False):
     """``for j`` over the row, loading z (and g, and the parameters) of element j; left open."""
     src("for j in range(nn):")
     src.indent()
-    src("z = x[j]", *(["g = gy[j]"] if g else []), *[f"{q} = P{q[1:]}[j]" for q in params])
+    src("z = x[j]", *(["g = gy[j]"] if g else []), *[f"{q} = P[{q[1:]}, j]" for q in params])
 
 
 def _row_loop(src: Source, em: NumbaEmitter, store: "Storage | None", p: int, params: list[str],
@@ -465,7 +469,7 @@ def _names(plan: Plan) -> dict:
 def _rows_header(src: Source, name: str, arrays: list[str], plan: Plan, params: list[str],
                  scratch: bool = False):
     src(f"@wide.jit(fastmath={ROW_FLAGS}, cache=True, nogil=True, error_model='numpy')",
-        f"def {name}({', '.join(arrays + ['P' + p[1:] for p in params] + (['T'] if scratch else []))}):")
+        f"def {name}({', '.join(arrays + (['P'] if params else []) + (['T'] if scratch else []))}):")
     src.indent()
     src("nn = X.shape[1]", "nf = vm.lit(X[0, 0], nn)")
 
@@ -576,9 +580,8 @@ def _rows_forward(src: Source, plan: Plan, params: list[str]):
     (out,) = _row_loop(body, em, store, len(plan.depths), params, [plan.out], prefix="t")
     body(f"y[j] = {out}")
     constants = em.prologue()
-    cols = "".join(f", P{p[1:]}" for p in params)
     src(f"@wide.jit(fastmath={ROW_FLAGS}, cache=True, nogil=True, error_model='numpy')",
-        f"def forward_rows(X, Y{cols}, T):")
+        f"def forward_rows(X, Y{', P' if params else ''}, T):")
     src.indent()
     src("nn = X.shape[1]", "nf = vm.lit(X[0, 0], nn)", *constants, "for i in range(X.shape[0]):")
     src.indent()
@@ -586,10 +589,14 @@ def _rows_forward(src: Source, plan: Plan, params: list[str]):
     src.dedent()
     src.dedent()
     src("")
+    # the gufunc's row takes its parameters as the gufunc does, a column each: its loads
+    # P[k, j] read Pk[j] (an array made in a gufunc broke Numba's later gufunc compiles: below)
+    cols = "".join(f", P{p[1:]}" for p in params)
     src(f"@njit(fastmath={ROW_FLAGS}, cache=True, error_model='numpy')",
         f"def forward_row(x{cols}, y, T):")
     src.indent()
-    src("nn = x.shape[0]", "nf = vm.lit(x[0], nn)", *constants, *body.lines)
+    src("nn = x.shape[0]", "nf = vm.lit(x[0], nn)", *constants,
+        *[re.sub(r"\bP\[(\d+), ", r"P\1[", line) for line in body.lines])
     src.dedent()
     src("")
 
@@ -611,10 +618,12 @@ def _rows_derivative(src: Source, plan: Plan, params: list[str]):
 
 
 def _rows_vjp(src: Source, plan: Plan, params: list[str]):
-    """dz and parameter gradients; DP* are float64 (n,) accumulators owned by this call."""
+    """dz and parameter gradients; DP is a float64 (parameter columns, n) accumulator owned by
+    this call, P the parameters, a column per row (packed: maxout:64's 128 columns as arguments
+    and accumulators of their own took the VJP's compile from 7 to 23 s)."""
     em = NumbaEmitter(_names(plan), anchor="nf")
-    dp_args = [f"DP{p[1:]}" for p in params]
-    _rows_header(src, "vjp_rows", ["X", "GY", "DX", *dp_args], plan, params, scratch=True)
+    _rows_header(src, "vjp_rows", ["X", "GY", "DX", *(["DP"] if params else [])], plan, params,
+                 scratch=True)
     at = len(src.lines)
     store = vjp_storage(plan)
     D = len(plan.depths)
@@ -636,7 +645,7 @@ def _rows_vjp(src: Source, plan: Plan, params: list[str]):
         src(*[f"{name} = vm.lit(nf, {name})" for name, _ in sums])
     for (m, k), e in plan.dbody_dr.items():
         if kind[m] is RowMax:  # ∂f_m/∂r_k at the argmax of f_m
-            src(f"z = x[i_{m.name}]", *[f"{p} = P{p[1:]}[i_{m.name}]" for p in params])
+            src(f"z = x[i_{m.name}]", *[f"{p} = P[{p[1:]}, i_{m.name}]" for p in params])
             lines, (t,) = em.block([e], prefix="x")
             src(*lines, f"S_{m.name}_{k.name} = {t}")
     src(*lambda_lines(plan, em))
@@ -662,10 +671,10 @@ def _rows_vjp(src: Source, plan: Plan, params: list[str]):
             used = set(re.findall(r"\bp\d+\b", " ".join(group)))  # load only these (maxout: none)
             _open_loop(src, [q for q in params if q in used], g=True)
             src(*[f"{name} = IDX{k}[j]" for k, name in enumerate(kept)])
-            src(*[f"DP{first + i}[j] += {t}" for i, t in enumerate(group)])
+            src(*[f"DP[{first + i}, j] += {t}" for i, t in enumerate(group)])
             src.dedent()
     else:
-        src(*[f"DP{i}[j] += {t}" for i, t in enumerate(dps)])
+        src(*[f"DP[{i}, j] += {t}" for i, t in enumerate(dps)])
         src.dedent()
     src.dedent()
     _row_prologue(src, em, at)
@@ -772,18 +781,22 @@ class Runner:
 
     @staticmethod
     def _fast_columns(x: np.ndarray, params: dict, specs) -> list | None:
-        """The kernels' parameter columns where every parameter is an array of x's dtype and
-        full shape ``(units, *shape)``; None otherwise (the general path checks, converts and
-        broadcasts, and names what is wrong)."""
+        """The kernels' parameters (:meth:`_columns`) where every parameter is an array of x's
+        dtype and full shape ``(units, *shape)``; None otherwise (the general path checks,
+        converts and broadcasts, and names what is wrong)."""
         if len(params) != len(specs):
             return None
-        units, cols = x.shape[-1], []
+        units, values = x.shape[-1], []
         for p in specs:
             v = params.get(p.name)
             if type(v) is not np.ndarray or v.dtype != x.dtype or v.shape != (units, *p.shape):
                 return None
-            cols += [v[:, i] for i in range(p.shape[0])] if p.shape else [v]
-        return [np.ascontiguousarray(c) for c in cols]
+            values.append(v.T if p.shape else v[None])
+        if not values:
+            return []
+        P = _padded(sum(len(v) for v in values), units, x.dtype)
+        np.concatenate(values, out=P[:, :units])
+        return [P]
 
     def _fast_setup(self, x, axis, out, params, specs, kernel):
         """(parameter columns, output array) for a fast call, or (None, None) where the general
@@ -864,7 +877,8 @@ class Runner:
         X, G, DX = x.reshape(-1, n), g.reshape(-1, n), dx.reshape(-1, n)
         # parameter gradients, not asked for here: one accumulator per part
         self._row_parts(kernel, X, lambda i, lo, hi, scratch: (
-            X[lo:hi], G[lo:hi], DX[lo:hi], *[np.zeros(n) for _ in cols], *cols, scratch),
+            X[lo:hi], G[lo:hi], DX[lo:hi], *[_padded(len(c), n, np.float64, 0) for c in cols],
+            *cols, scratch),
             self.vjp_slots)
         return dx
 
@@ -891,7 +905,15 @@ class Runner:
 
     @staticmethod
     def _columns(args, units: int, dtype) -> list[np.ndarray]:
-        return [np.ascontiguousarray(np.broadcast_to(np.asarray(p, dtype), (units,))) for p in args[1:]]
+        """The parameter columns ``args[1:]`` (each of shape (units,), or a scalar) as the row
+        kernels take them: [] where there are none, else [P], P one C-contiguous array with a
+        column per row."""
+        if len(args) < 2:
+            return []
+        P = _padded(len(args) - 1, units, dtype)
+        for k, column in enumerate(args[1:]):
+            P[k, :units] = column
+        return [P]
 
     def _flat_call(self, kernel, inputs, out):
         flat_in = [np.ascontiguousarray(a).reshape(-1) for a in inputs]
@@ -940,12 +962,27 @@ class Runner:
         units = X.shape[1]
         cols = self._columns(args, units, xt.dtype)
         parts = self._parts(self.module.vjp_rows, xt.dtype, X.shape[0], units)
-        acc = [[np.zeros(units) for _ in cols] for _ in parts]
+        acc = [[_padded(len(c), units, np.float64, 0) for c in cols] for _ in parts]
         scratch = [np.empty((self.vjp_slots, units), xt.dtype) for _ in parts]
         self._run(self.module.vjp_rows,
                   lambda i, lo, hi: (X[lo:hi], G[lo:hi], DX[lo:hi], *acc[i], *cols, scratch[i]),
                   parts, xt.dtype, units)
-        return dz, [sum(a[k] for a in acc) for k in range(len(cols))]
+        return dz, [row[:units] for k in range(len(cols)) for row in sum(a[k] for a in acc)]
+
+
+def _padded(rows: int, units: int, dtype, fill=None) -> np.ndarray:
+    """A C-contiguous (rows, units + pad) array (filled with ``fill`` where given) for the row
+    kernels' parameters and gradients, which read columns j < units of each row: the pad makes
+    each row an odd number of 64-byte lines, so that the rows (read together, one per parameter
+    column, at the same j) fall in different cache sets. Rows a multiple of 4 KiB apart shared
+    one set: maxout:16's forward, 32 such rows of 1024 float32, ran 3x slower."""
+    line = 64 // np.dtype(dtype).itemsize
+    lines = -(-units // line)
+    lines += 1 - lines % 2
+    P = np.empty((rows, lines * line), dtype)
+    if fill is not None:
+        P.fill(fill)
+    return P
 
 
 def build(plan: Plan, key: str):

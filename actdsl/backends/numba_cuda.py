@@ -225,6 +225,9 @@ class CudaEmitter(NumbaEmitter):
     def sqrt(self, x):
         return f"sqrt({x})"
 
+    def where(self, cond, a, b):
+        return f"({a} if {cond} else {b})"  # (the simulator runs Python: no intrinsics)
+
 
 def _names(plan: Plan) -> dict:
     names = {z: "z", n: "nf", sp.Symbol("g"): "g"}

@@ -28,8 +28,8 @@ def _emitter(plan: Plan) -> NumbaEmitter:
 
 def _open(src: Source, params: list[str], at: str = "j"):
     """Load z, v (z's tangent), the parameters and their tangents of element ``at``."""
-    src(f"z = x[{at}]", f"v = gy[{at}]", *[f"{p} = P{p[1:]}[{at}]" for p in params],
-        *[f"q{p[1:]} = DP{p[1:]}[{at}]" for p in params])
+    src(f"z = x[{at}]", f"v = gy[{at}]", *[f"{p} = P[{p[1:]}, {at}]" for p in params],
+        *[f"q{p[1:]} = DP[{p[1:]}, {at}]" for p in params])
 
 
 def _storage(plan: Plan) -> Storage:
@@ -54,7 +54,7 @@ def generate(plan: Plan, key: str) -> tuple[str, int]:
     out = tg.out_tangent(plan)
     D = len(plan.depths)
     store = _storage(plan)
-    cols = [f"P{p[1:]}" for p in params] + [f"DP{p[1:]}" for p in params]
+    cols = ["P", "DP"] if params else []  # parameters and their tangents, a column per row
     src(f"@wide.jit(fastmath={ROW_FLAGS}, cache=True, nogil=True, error_model='numpy')",
         f"def jvp_rows({', '.join(['X', 'GY', 'Y', *cols, 'T'])}):")
     src.indent()

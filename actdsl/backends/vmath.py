@@ -619,6 +619,26 @@ def lit(typingctx, like, value):
     return f(like, value), codegen
 
 
+@intrinsic
+def where(typingctx, cond, a, b):
+    """``a if cond else b``, both evaluated, as one LLVM select: a ternary is a branch, and a
+    kernel's scans and picks held hundreds of them (maxout:64's VJP: 526 blocks, whose SSA
+    reconstruction in Numba's front end took longer than LLVM). Typed as the ternary is (the
+    unified type of a and b)."""
+    if not isinstance(cond, types.Boolean):
+        return None
+    t = typingctx.unify_types(a, b)
+    if t is None or not isinstance(t, (types.Float, types.Integer, types.Boolean)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        c, x, y = args
+        x = context.cast(builder, x, sig.args[1], t)
+        y = context.cast(builder, y, sig.args[2], t)
+        return builder.select(c, x, y)
+    return t(cond, a, b), codegen
+
+
 def _binary(body):
     """An intrinsic of two numbers in the float type of the first float among them: ``body``
     (builder, x, y) writes its value from both, cast to that type."""
