@@ -67,13 +67,22 @@ class Cost:
     """Nanoseconds per element of one kernel on one thread, measured on its own calls: the first
     part of every call runs on the calling thread and is timed. Calls too small to say (under
     ``MEASURE_FROM`` elements: per-call overhead dominates) are not counted; a new figure moves
-    the estimate a quarter of the way, and never more than four-fold at once (a preempted call)."""
+    the estimate a quarter of the way, and never more than four-fold at once (a preempted call).
+
+    Once a call has run alone (one part), a split call's figure may lower the estimate but never
+    raise it: a part timed while another thread works beside it shares the memory bus and
+    caches, and reads slower than the kernel alone. Counted both ways, those figures fed
+    themselves: in a training step (a 128x512 relu between PyTorch's matmuls, 15-45 µs alone)
+    the split parts read 2 ns per element, which kept the next calls split, and the pool's
+    hand-off cost 0.27 ms a step (benchmarks/torch_wrapper.py). (Lowering only, so that an
+    estimate raised by preempted calls still comes back down.)"""
 
     MEASURE_FROM = 1 << 14
-    __slots__ = ("ns",)
+    __slots__ = ("ns", "alone_seen")
 
     def __init__(self):
         self.ns: float | None = None
+        self.alone_seen = False
 
     def alone(self, elements: int) -> bool:
         """Whether a call on ``elements`` runs as one part on this thread (``chunks`` would not
@@ -92,14 +101,16 @@ class Cost:
         kernel(*args)
         self.update(perf_counter() - start, elements)
 
-    def update(self, seconds: float, elements: int) -> None:
+    def update(self, seconds: float, elements: int, alone: bool = True) -> None:
+        """Count ``seconds`` for ``elements`` (``alone``: the call ran as one part)."""
         if elements < self.MEASURE_FROM:
             return
         new = seconds * 1e9 / elements
         if self.ns is None:
             self.ns = new
-        else:
+        elif alone or not self.alone_seen or new < self.ns:
             self.ns = 0.75 * self.ns + 0.25 * min(new, 4.0 * self.ns)
+        self.alone_seen |= alone
 
 
 def run(kernel, args_for_chunk, parts: list[tuple[int, int]], cost: Cost | None = None,
@@ -120,6 +131,6 @@ def run(kernel, args_for_chunk, parts: list[tuple[int, int]], cost: Cost | None 
     start = perf_counter()
     kernel(*args)
     if cost is not None:
-        cost.update(perf_counter() - start, (hi - lo) * elements_per_item)
+        cost.update(perf_counter() - start, (hi - lo) * elements_per_item, alone=not futures)
     for f in futures:
         f.result()

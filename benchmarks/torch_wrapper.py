@@ -6,7 +6,10 @@
 Forward (no grad) and forward+backward through autograd, medians of interleaved rounds.
 ``--train``: a small training loop (MLP in -> hidden -> hidden -> out, SGD, batch ``--batch``)
 with actdsl's activation and with PyTorch's own, eager (and ``--compiled``: torch.compile,
-fullgraph); median step time of interleaved rounds after a warm-up.
+fullgraph); median step time of interleaved rounds after a warm-up. Eager mode has a third
+column, a control: PyTorch's own forward and backward ops (aten's ``*_backward``) called from a
+Python ``torch.autograd.Function``, the least any activation written in Python pays to enter
+autograd (actdsl's eager path is such a Function).
 """
 from __future__ import annotations
 
@@ -41,6 +44,41 @@ def interleaved_medians(fns, rounds):
     return [statistics.median(t) for t in times]
 
 
+A = torch.ops.aten
+#: torch's own forward and backward of each TRAIN spec, as (f(x), backward(g, x, y))
+OWN_OPS = {
+    "relu": (torch.relu, lambda g, x, y: A.threshold_backward(g, x, 0.0)),
+    "tanh": (torch.tanh, lambda g, x, y: A.tanh_backward(g, y)),
+    "softplus": (F.softplus, lambda g, x, y: A.softplus_backward(g, x, 1.0, 20.0)),
+    "gelu": (F.gelu, lambda g, x, y: A.gelu_backward(g, x)),
+    "silu": (F.silu, lambda g, x, y: A.silu_backward(g, x)),
+    "elu": (F.elu, lambda g, x, y: A.elu_backward(g, 1.0, 1.0, 1.0, False, x)),
+    "softmax": (lambda x: F.softmax(x, -1),
+                lambda g, x, y: A._softmax_backward_data(g, y, -1, x.dtype)),
+}
+
+
+def python_function(spec: str):
+    """A module applying torch's own ops for ``spec`` through a Python autograd.Function."""
+    forward, backward = OWN_OPS[spec]
+
+    class Control(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            y = forward(x)
+            ctx.save_for_backward(x, y)
+            return y
+
+        @staticmethod
+        def backward(ctx, g):
+            return backward(g, *ctx.saved_tensors)
+
+    class Module(torch.nn.Module):
+        def forward(self, x):
+            return Control.apply(x)
+    return Module
+
+
 def _mlp(act, width: int, hidden: int):
     torch.manual_seed(0)
     return torch.nn.Sequential(torch.nn.Linear(width, hidden), act(), torch.nn.Linear(hidden, hidden),
@@ -52,14 +90,17 @@ def train(args):
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
     print(f"# MLP 256-{args.hidden}-{args.hidden}-10, batch {args.batch}, SGD; median step (ms)")
     modes = ["eager"] + (["compiled"] if args.compiled else [])
-    print(f"{'spec':<10}" + "".join(f"{m + ' actdsl':>17}{m + ' torch':>16}" for m in modes))
+    print(f"{'spec':<10}" + "".join(f"{m + ' actdsl':>17}{m + ' torch':>16}" for m in modes)
+          + f"{'torch in a Python Function':>28}")
     x = torch.randn(args.batch, 256)
     target = torch.randint(0, 10, (args.batch,))
     for spec, own in TRAIN.items():
         row = []
-        for mode in modes:
+        for mode in modes + ["control"]:
             steps = []
-            for act in (lambda: at.Activation(spec), own):
+            acts = (lambda: at.Activation(spec), own) if mode != "control" else \
+                (python_function(spec),)
+            for act in acts:
                 model = _mlp(act, 256, args.hidden)
                 opt = torch.optim.SGD(model.parameters(), lr=1e-3)
                 run = torch.compile(model, fullgraph=True) if mode == "compiled" else model
@@ -71,9 +112,12 @@ def train(args):
                 for _ in range(3):  # warm-up (and compile)
                     step()
                 steps.append(step)
-            row += interleaved_medians(steps, args.steps)
+            row.append(steps)
+        # every variant of the spec timed in turn each round: the control in the same run
+        row = interleaved_medians([s for group in row for s in group], args.steps)
         print(f"{spec:<10}" + "".join(f"{v:>17.2f}" if i % 2 == 0 else f"{v:>16.2f}"
-                                      for i, v in enumerate(row)), flush=True)
+                                      for i, v in enumerate(row[:-1])) + f"{row[-1]:>28.2f}",
+              flush=True)
 
 
 def main():

@@ -175,6 +175,24 @@ def test_threads_are_used_where_the_measured_work_pays_for_them(monkeypatch):
     assert k._runner._costs[k._runner._forward_kernel, x.dtype].ns is not None
 
 
+def test_split_calls_only_lower_the_estimate_once_a_call_has_run_alone():
+    """A part timed beside another thread reads slower than the kernel alone (shared memory
+    bus): once a call has run as one part, such figures can lower the estimate but not raise it,
+    so that they cannot keep splitting calls that one thread does faster (a training step's
+    128x512 relu), and an estimate raised by preempted calls still comes down."""
+    from actdsl import parallel
+    cost = parallel.Cost()
+    cost.update(2e-3, 1 << 20, alone=False)  # no alone figure yet: counted
+    assert cost.ns == pytest.approx(2e6 / (1 << 20))
+    cost.update(1e-3, 1 << 20)
+    settled = cost.ns
+    assert settled == pytest.approx(0.75 * 2e6 / (1 << 20) + 0.25 * 1e6 / (1 << 20))
+    cost.update(4e-3, 1 << 20, alone=False)  # slower than the estimate: ignored from now on
+    assert cost.ns == settled
+    cost.update(0.5e-3, 1 << 20, alone=False)  # faster: counted
+    assert cost.ns == pytest.approx(0.75 * settled + 0.25 * 0.5e6 / (1 << 20))
+
+
 def test_compiling_the_same_text_again_returns_the_same_kernel(monkeypatch):
     """The adapters compile the spec on every call: a text compiled before is found without
     parsing it again, and texts that mean the same spec share one kernel."""
