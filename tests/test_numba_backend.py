@@ -314,8 +314,9 @@ def test_each_expensive_call_is_computed_once_per_function(spec):
 def test_parameters_go_as_one_padded_array_and_scans_without_branches():
     """Row kernels take every parameter column in one C-contiguous array P (gradients in one DP),
     each row an odd number of 64-byte lines (rows 4 KiB apart shared a cache set: maxout:16 ran
-    3x slower), and print maxout's scan as selects, not ternaries (branches: Numba's SSA pass
-    took longer than LLVM on maxout:64). Values: checked against the definition."""
+    3x slower), print maxout's scan as selects, not ternaries (branches: Numba's SSA pass
+    took longer than LLVM on maxout:64), and accumulate its one-hot gradients with a scatter.
+    Values and gradients (NaN included): checked against the definition."""
     from actdsl.backends.numba_cpu import Runner
     for units, dtype in [(1024, np.float32), (1000, np.float64), (3, np.float32), (16, np.float64)]:
         P = Runner._columns([None, np.arange(units), 2.5], units, dtype)[0]
@@ -325,9 +326,12 @@ def test_parameters_go_as_one_padded_array_and_scans_without_branches():
         np.testing.assert_array_equal(P[0, :units], np.arange(units))
         np.testing.assert_array_equal(P[1, :units], 2.5)
     k = actdsl.compile("maxout:5", backend="numba")
-    scan = k.source[k.source.index("def vjp_rows"):k.source.index("SLOTS")]
+    vjp = k.source[k.source.index("def vjp_rows"):k.source.index("SLOTS")]
+    scan = vjp[:vjp.index("IDX0[j] =")]  # the loop that scans the pieces and writes dx
     assert " if " not in scan.replace("dx[j] = z if z != z", "")
-    assert "def vjp_rows(X, GY, DX, DP, P, T)" in scan
+    assert "def vjp_rows(X, GY, DX, DP, P, T)" in vjp
+    # the slopes' and intercepts' gradients: one scatter each per element, not 10 accumulations
+    assert vjp.count("DP[") == 4 and "DP[0 + int(" in vjp and "DP[5 + int(" in vjp
     rng = np.random.default_rng(5)
     x = rng.normal(size=(6, 1024)).astype(np.float32)
     p = {n: v.astype(np.float32) for n, v in k.init_params(1024, rng=rng).items()}
@@ -341,3 +345,7 @@ def test_parameters_go_as_one_padded_array_and_scans_without_branches():
                                                           first[..., None], -1)[..., 0], rtol=1e-6)
     np.testing.assert_allclose(grads["m"], (onehot * (g * x)[..., None]).sum(0), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(grads["b"], (onehot * g[..., None]).sum(0), rtol=1e-4, atol=1e-5)
+    x[2, 7] = np.nan  # a NaN maximum: NaN in every gradient of its unit
+    dx, grads = k.vjp(x, g, with_params=True, **p)
+    assert np.isnan(dx[2, 7]) and np.isnan(grads["m"][7]).all() and np.isnan(grads["b"][7]).all()
+    assert np.isfinite(grads["m"][8]).all() and np.isfinite(dx[2, 8])

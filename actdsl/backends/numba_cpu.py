@@ -29,7 +29,7 @@ from .emit import Emitter, Source
 from .. import budget
 from ..derive import Plan, _unevaluated, dz_parts, split_adjoint, times_g
 from ..ir import RowMax, RowSum, n, z
-from ..stable import at_inf
+from ..stable import FirstMax, Pick, at_inf
 
 #: fast-math flags for generated row kernels: reassociation lets LLVM vectorize the row sums;
 #: contraction gives FMAs. Never nnan/ninf: NaN and inf keep their meaning.
@@ -562,6 +562,46 @@ def _picks_only(em: NumbaEmitter, dps: list[str]) -> list[str]:
     return names if names and set(names) <= scanned else []
 
 
+def _one_hot(e: sp.Expr):
+    """``(F, q, W · V, k)`` where ``e`` is ``W · Pick(F, 0, .., V, .., 0)``, V at q of k values
+    and F a FirstMax (maxout's gradient of one piece's slope or intercept); else None."""
+    def hot(f):
+        return isinstance(f, Pick) and isinstance(f.args[0], FirstMax) \
+            and sum(v != 0 for v in f.args[1:]) == 1
+    factors = e.args if isinstance(e, sp.Mul) else (e,)
+    picks = [f for f in factors if hot(f)]
+    if len(picks) != 1:
+        return None
+    pick = picks[0]
+    weight = sp.Mul(*[f for f in factors if f is not pick])
+    values = pick.args[1:]
+    q = next(i for i, v in enumerate(values) if v != 0)
+    return pick.args[0], q, weight * values[q], len(values)
+
+
+def one_hot_families(plan: Plan) -> list[tuple[int, int, sp.Expr, sp.Expr]]:
+    """Runs of parameter columns ``base .. base + k - 1`` whose gradients are one value V picked
+    by one index F (maxout:k's slopes: g·u at the piece taken, 0 at the others), as
+    ``(base, k, F, V)``: accumulated with one scatter per element, DP[base + F, j] += g·V, where
+    k accumulations each cost a line of code and a pass over the accumulator (maxout:64's VJP:
+    128 of them, 7 s of Numba compile and 0.6 s per 2048x1024 call). Columns with row-reduction
+    terms of their own (``dbody_dp``) are left out."""
+    own = {p for _, p in plan.dbody_dp}
+    found = [None if p in own else _one_hot(plan.dout_dp[p]) for p in plan.params]
+    families, i = [], 0
+    while i < len(found):
+        hit = found[i]
+        if hit is not None and hit[1] == 0 and i + hit[3] <= len(found):
+            first, _, value, k = hit
+            if all(found[i + q] is not None and found[i + q][:3] == (first, q, value)
+                   and found[i + q][3] == k for q in range(k)):
+                families.append((i, k, first, value))
+                i += k
+                continue
+        i += 1
+    return families
+
+
 def vjp_storage(plan: Plan) -> Storage:
     needed = _vjp_needed(plan)
     return Storage(plan, [[r.body for r in g if r.symbol in needed] for g in plan.depths]
@@ -649,13 +689,33 @@ def _rows_vjp(src: Source, plan: Plan, params: list[str]):
             lines, (t,) = em.block([e], prefix="x")
             src(*lines, f"S_{m.name}_{k.name} = {t}")
     src(*lambda_lines(plan, em))
-    # the pass writing dz and accumulating parameter gradients
+    # the pass writing dz and accumulating parameter gradients; one-hot families print their
+    # index and value only (each family's columns as 0 here, never accumulated from these texts)
     exprs, keys = _vjp_final(plan)
-    texts = _row_loop(src, em, store, D + 1, params, exprs, prefix="d", g=True)
+    # (a few accumulations vectorize with the scan, where a scatter loop is scalar: maxout:3's
+    # VJP took 6-12 ms with scatters, 4-6 without; from maxout:5 on they are accumulated apart)
+    families = one_hot_families(plan) if len(plan.params) > 8 else []
+    scattered = {base + q for base, k, _, _ in families for q in range(k)}
+    start = 2 + len(plan.grad_reductions())  # (common, ∂F/∂z, each ∂f_k/∂z, then each ∂F/∂p)
+    exprs = [sp.S.Zero if start <= i < start + len(plan.params) and i - start in scattered else e
+             for i, e in enumerate(exprs)]
+    texts = _row_loop(src, em, store, D + 1, params,
+                      exprs + [e for _, _, F, V in families for e in (F, V)], prefix="d", g=True)
+    texts, picked = texts[:len(exprs)], texts[len(exprs):]
     dz, dps = final_terms(plan, texts, keys, zero="vm.lit(nf, 0.0)")
     src(f"dzj = {dz}", "dx[j] = z if z != z else dzj")
-    kept = _picks_only(em, dps)
-    if kept:
+    carries = {em.names[i]: c for i, (_, _, c) in em._scanned.items()}
+    scatter = [(base, k, picked[2 * f], carries[picked[2 * f]], picked[2 * f + 1])
+               for f, (base, k, _, _) in enumerate(families)]
+    rest = [i for i in range(len(dps)) if i not in scattered]
+    kept = _picks_only(em, [dps[i] for i in rest])
+    # texts kept per element in scratch rows, each once (the families share an index); z and
+    # constants are read where they are (a third row stored left maxout:16's scan scalar)
+    direct = {**{c: c for c in em.constants.values()}, "z": "x[j]"}
+    stored = list(kept)
+    for _, _, index, carry, value in scatter:
+        stored += [t for t in (index, carry, value) if t not in stored and t not in direct]
+    if stored:
         # the gradients in a loop of their own, from the picks' indices (and NaN carries) kept
         # per element: in the loop that scans the pieces, 10 accumulations (maxout:5) or more
         # left it scalar (54 ms where maxout:4 took 7, 2048x1024 float32)
@@ -663,15 +723,29 @@ def _rows_vjp(src: Source, plan: Plan, params: list[str]):
         # np.empty in a CPU kernel made Numba's later gufunc compiles of np.empty fail ("No
         # definition for lowering _ol_array_allocate", the overload's lowering registered for
         # one target context only)
-        src(*[f"IDX{k}[j] = {name}" for k, name in enumerate(kept)])
+        src(*[f"IDX{k}[j] = {text}" for k, text in enumerate(stored)])
+        if not kept:
+            src(*[f"DP[{i}, j] += {dps[i]}" for i in rest])
         src.dedent()
-        src.lines[at:at] = ["    " + f"IDX{k} = T[{len(store) + k}]" for k in range(len(kept))]
-        for first in range(0, len(dps), 8):  # (16 in one loop: scalar again, maxout:8)
-            group = dps[first:first + 8]
-            used = set(re.findall(r"\bp\d+\b", " ".join(group)))  # load only these (maxout: none)
+        src.lines[at:at] = ["    " + f"IDX{k} = T[{len(store) + k}]" for k in range(len(stored))]
+        for first in range(0, len(rest) if kept else 0, 8):  # (16 in a loop: scalar, maxout:8)
+            group = rest[first:first + 8]
+            used = set(re.findall(r"\bp\d+\b", " ".join(dps[i] for i in group)))  # (maxout: none)
             _open_loop(src, [q for q in params if q in used], g=True)
             src(*[f"{name} = IDX{k}[j]" for k, name in enumerate(kept)])
-            src(*[f"DP[{first + i}, j] += {t}" for i, t in enumerate(group)])
+            src(*[f"DP[{i}, j] += {dps[i]}" for i in group])
+            src.dedent()
+        if scatter:
+            # one scatter per family and element (in a loop of their own: LLVM leaves it
+            # scalar); a NaN maximum (its carry NaN) makes every gradient of the family NaN, as
+            # g·(pick + NaN) did
+            load = lambda t: direct.get(t) or f"IDX{stored.index(t)}[j]"  # noqa: E731
+            src("for j in range(nn):")
+            src.indent()
+            for base, k, index, carry, value in scatter:
+                src(f"c = {load(carry)}", "if c != c:", f"    for q in range({k}):",
+                    f"        DP[{base} + q, j] += c", "else:",
+                    f"    DP[{base} + int({load(index)}), j] += gy[j] * {load(value)}")
             src.dedent()
     else:
         src(*[f"DP[{i}, j] += {t}" for i, t in enumerate(dps)])
@@ -679,7 +753,7 @@ def _rows_vjp(src: Source, plan: Plan, params: list[str]):
     src.dedent()
     _row_prologue(src, em, at)
     src.dedent()
-    src("", f"SLOTS = {len(kept)}  # scratch rows vjp_rows needs past its storage's", "")
+    src("", f"SLOTS = {len(stored)}  # scratch rows vjp_rows needs past its storage's", "")
 
 
 # -- running the generated module -------------------------------------------------------------
