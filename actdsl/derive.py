@@ -269,13 +269,28 @@ class _Branches(sp.Piecewise):
         return _Branches(*[_pair(sp.diff(pair.expr, x), pair.cond) for pair in self.args])
 
 
+class _IntPow(sp.Function):
+    """``b**n`` for a whole n >= 2 and a base holding branches, differentiated as n b**(n-1) b'.
+    SymPy's Pow writes d(b**n) as b**n · n b' / b, which its Mul makes n b**(n-1) b' only where
+    it can combine the two powers of b; a large b's power is kept unevaluated (derive.power), and
+    1/b went into b's branches, with 1/0 where b is 0 (relu+gelu:tanh+{z**7} was refused as
+    undefined on a whole branch). Used only inside :func:`_diff`."""
+
+    def fdiff(self, argindex=1):
+        b, k = self.args
+        return k * (b if k == 2 else _IntPow(b, k - 1))
+
+
 def _diff(e: sp.Expr, v: sp.Symbol) -> sp.Expr:
     """∂e/∂v, Piecewise differentiated as :class:`_Branches`; the result holds plain Piecewise
     again (built without SymPy's evaluation, which has nothing left to simplify)."""
     if not e.has(sp.Piecewise):
         return tidy(sp.diff(e, v))
     lazy = rebuild(e, lambda x: type(x) is sp.Piecewise, lambda x: _Branches(*x.args))
+    lazy = rebuild(lazy, lambda x: x.is_Pow and x.exp.is_Integer and x.exp > 1
+                   and x.base.has(_Branches), lambda x: _IntPow(*x.args))
     out = sp.diff(lazy, v)
+    out = rebuild(out, lambda x: isinstance(x, _IntPow), lambda x: power(*x.args))
     out = rebuild(out, lambda x: isinstance(x, _Branches), _plain)
     return tidy(out)
 
@@ -292,42 +307,45 @@ def _plain(b: _Branches) -> sp.Expr:
 
 
 def _real_set(cond):
-    """The real z where ``cond`` holds, for conditions made of comparisons of z with numbers
-    (And, Or, Not, ITE of them): unions of intervals, built node by node (SymPy's as_set goes
-    through a disjunctive normal form, exponential in the condition). None where a part is
-    anything else."""
+    """``(inner, outer)``: sets of real z with inner ⊆ {z : cond} ⊆ outer, exact for conditions
+    made of comparisons of a linear function of z with numbers (And, Or, Not, ITE of them):
+    unions of intervals, built node by node (SymPy's as_set goes through a disjunctive normal
+    form, exponential in the condition). Any other comparison is bounded by the empty set and
+    all reals, so that a condition holding one still narrows where its linear parts decide:
+    ``ITE(z <= -1, False, (z + 1)**2 > 160)`` holds nowhere in z <= -1."""
     if cond is sp.true:
-        return sp.S.Reals
+        return sp.S.Reals, sp.S.Reals
     if cond is sp.false:
-        return sp.S.EmptySet
+        return sp.S.EmptySet, sp.S.EmptySet
+    unknown = sp.S.EmptySet, sp.S.Reals
     if isinstance(cond, sp.core.relational.Relational):
         # a z + b (op) 0 with numbers a != 0 and b: z (op') -b/a
         d, op = cond.lhs - cond.rhs, cond.rel_op
         if d.free_symbols != {z} or not budget.small(d, nodes=16):
-            return None
+            return unknown
         a, b = d.diff(z), d.subs(z, 0)
         if not (a.is_number and b.is_number and a.is_extended_real and b.is_extended_real) \
                 or a == 0:
-            return None
+            return unknown
         if a.is_negative:
             op = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}.get(op, op)
         rhs = -b / a
-        return {"<": sp.Interval.open(-sp.oo, rhs), "<=": sp.Interval(-sp.oo, rhs),
-                ">": sp.Interval.open(rhs, sp.oo), ">=": sp.Interval(rhs, sp.oo),
-                "==": sp.FiniteSet(rhs), "!=": sp.S.Reals - sp.FiniteSet(rhs)}.get(op)
-    parts = [_real_set(a) for a in cond.args]
-    if any(p is None for p in parts):
-        return None
-    if isinstance(cond, sp.And):
-        return sp.Intersection(*parts)
-    if isinstance(cond, sp.Or):
-        return sp.Union(*parts)
+        exact = {"<": sp.Interval.open(-sp.oo, rhs), "<=": sp.Interval(-sp.oo, rhs),
+                 ">": sp.Interval.open(rhs, sp.oo), ">=": sp.Interval(rhs, sp.oo),
+                 "==": sp.FiniteSet(rhs), "!=": sp.S.Reals - sp.FiniteSet(rhs)}.get(op)
+        return unknown if exact is None else (exact, exact)
     if isinstance(cond, sp.Not):
-        return sp.S.Reals - parts[0]
-    if isinstance(cond, sp.ITE):
-        a, b, c = parts
-        return sp.Union(sp.Intersection(a, b), sp.Intersection(sp.S.Reals - a, c))
-    return None
+        inner, outer = _real_set(cond.args[0])
+        return sp.S.Reals - outer, sp.S.Reals - inner
+    if isinstance(cond, sp.ITE):  # (a and b) or (not a and c)
+        a, b, c = cond.args
+        return _real_set(sp.Or(sp.And(a, b, evaluate=False), sp.And(sp.Not(a), c, evaluate=False),
+                               evaluate=False))
+    if isinstance(cond, (sp.And, sp.Or)):
+        parts = [_real_set(a) for a in cond.args]
+        join = sp.Intersection if isinstance(cond, sp.And) else sp.Union
+        return join(*[p[0] for p in parts]), join(*[p[1] for p in parts])
+    return unknown
 
 
 def _unreachable_dropped(expr: sp.Expr) -> sp.Expr:
@@ -336,8 +354,9 @@ def _unreachable_dropped(expr: sp.Expr) -> sp.Expr:
     whose condition (z > 0 and z < 0) is empty, and sqrt's derivative there divides by relu's 0;
     in sqrt(|tlin(z)|)'s derivative, tlin's flat branch (|z| <= 1) sits inside the branch for
     z < -1. Each Piecewise is read with the set of z that reaches it (intervals, from
-    comparisons of z with numbers; other conditions narrow nothing); only parts holding zoo are
-    looked at."""
+    comparisons of linear functions of z with numbers; other comparisons narrow nothing: the
+    outer bound of :func:`_real_set` narrows where a branch is reached, the inner one what the
+    branches before it surely take); only parts holding zoo are looked at."""
 
     memo: dict = {}
 
@@ -354,12 +373,11 @@ def _unreachable_dropped(expr: sp.Expr) -> sp.Expr:
         if type(e) is sp.Piecewise:
             pairs, before = [], sp.S.EmptySet  # (where an earlier branch surely holds)
             for pair in e.args:
-                cond = _real_set(pair.cond)
-                reach = ctx - before if cond is None else sp.Intersection(ctx - before, cond)
+                inner, outer = _real_set(pair.cond)
+                reach = sp.Intersection(ctx - before, outer)
                 if not (pair.expr.has(sp.zoo) and reach == sp.S.EmptySet):
                     pairs.append(_pair(walk(pair.expr, reach), pair.cond))
-                if cond is not None:
-                    before = sp.Union(before, cond)
+                before = sp.Union(before, inner)
             if not pairs:  # (no z reaches it: left as it is, and refused)
                 return e
             if len(pairs) == 1:

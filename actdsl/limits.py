@@ -19,7 +19,7 @@ import hashlib
 import numpy as np
 import sympy as sp
 
-from .derive import Plan
+from .derive import Plan, to_piecewise
 from .ir import reductions, z
 from .stable import at_inf
 
@@ -98,7 +98,9 @@ def guard_input(u: sp.Expr) -> sp.Expr:
     reductions are returned as they are, as by :func:`guard`."""
     if u == z or not u.has(z) or (u.free_symbols - {z}) or reductions(u):
         return u
-    plan = Plan(reductions=(), out=u, params=(), dout_dz=sp.S.Zero, dout_dr={}, dbody_dz={},
-                dbody_dr={}, dout_dp={}, dbody_dp={})
+    # (as make_plan gives it to the emitters: Max and Min as branches, which they print;
+    # {max(z, 0)**2}+trec+sparse_plus+tlin+norm:std failed here on a Max)
+    plan = Plan(reductions=(), out=to_piecewise(u), params=(), dout_dz=sp.S.Zero, dout_dr={},
+                dbody_dz={}, dbody_dr={}, dout_dp={}, dbody_dp={})
     guarded = _guarded(u, _at_ends(plan, (("out", "forward"),))["out"])
     return u if guarded is None else guarded

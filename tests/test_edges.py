@@ -601,3 +601,56 @@ def test_a_root_of_a_flat_branch_has_the_flat_derivative(backend):
                                    rtol=1e-12, atol=1e-300, err_msg=spec)
     with pytest.raises(actdsl.ParameterError, match="undefined on a whole branch"):
         actdsl.compile("relu+{log(relu(z))}", backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_constant_power_of_a_flat_branch_has_the_flat_derivative(backend):
+    """d(u**7) is 7 u**6 u' even where u is 0 on a whole branch: the chain rule writes it as
+    u**7 · 7 u' / u, which SymPy combines only while both are powers of one u; put into the
+    branches first, 1/u held 1/0 where relu or sparse_plus is 0, and these specs were refused as
+    undefined there. Checked against mpmath's derivative of the definition, away from kinks."""
+    def gelu_tanh(u):
+        return u / 2 * (1 + mpmath.tanh(mpmath.sqrt(2 / mpmath.pi) * (u + 0.044715 * u ** 3)))
+
+    def sparse_plus(t):
+        return mpmath.mpf(0) if t <= -1 else (t if t >= 1 else (t + 1) ** 2 / 4)
+
+    defs = {"relu+gelu:tanh+{z**7}": lambda t: gelu_tanh(max(t, 0)) ** 7,
+            "sparse_plus+gelu:tanh+{z**7}": lambda t: gelu_tanh(sparse_plus(t)) ** 7}
+    xs = [-3.0, -1.5, -0.5, 0.25, 0.5, 1.5, 2.0, 3.0]
+    for spec, f in defs.items():
+        k = actdsl.compile(spec, backend=backend)
+        x = np.array(xs)
+        with mpmath.workdps(30):
+            want_y = [float(f(mpmath.mpf(t))) for t in xs]
+            want_d = [float(mpmath.diff(f, mpmath.mpf(t))) for t in xs]
+        np.testing.assert_allclose(k(x), want_y, rtol=1e-12, atol=1e-300, err_msg=spec)
+        np.testing.assert_allclose(k.derivative(x), want_d, rtol=1e-11, atol=1e-300,
+                                   err_msg=spec)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_inline_max_min_or_clip_before_a_rowwise_term(backend):
+    """A formula's max, min or clip followed by a row-wise term: the limits at ±inf of the
+    elementwise part (taken before the row-wise term is applied) were computed from the
+    expression as lowered, Max and all, which no emitter prints ("the numpy backend has no
+    implementation of Max"): every such spec failed. Values against NumPy's definition."""
+    rng = np.random.default_rng(11)
+    x = rng.normal(scale=2.0, size=(5, 7))
+    g = rng.normal(size=x.shape)
+
+    def softmax(u):
+        e = np.exp(u - u.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+
+    cases = {"{clip(z, -1, 1)}+softmax": (lambda t: np.clip(t, -1, 1),
+                                          lambda t: (np.abs(t) < 1).astype(float)),
+             "{max(z, 0)**2}+softmax": (lambda t: np.maximum(t, 0) ** 2,
+                                        lambda t: 2 * np.maximum(t, 0)),
+             "{min(z, 1)}+softmax": (lambda t: np.minimum(t, 1), lambda t: (t < 1).astype(float))}
+    for spec, (inner, dinner) in cases.items():
+        k = actdsl.compile(spec, backend=backend)
+        s = softmax(inner(x))
+        np.testing.assert_allclose(k(x), s, rtol=1e-12, err_msg=spec)
+        want = s * (g - (g * s).sum(axis=-1, keepdims=True)) * dinner(x)
+        np.testing.assert_allclose(k.vjp(x, g), want, rtol=1e-10, atol=1e-14, err_msg=spec)
