@@ -578,6 +578,19 @@ def test_a_power_of_a_composed_relu_is_refused_with_our_error():
         actdsl.compile("prelu+prelu+relu+{abs(z)**z}")
 
 
+def _agrees_with_the_definition(spec, f, xs, backend, rtol_y, rtol_d):
+    """``spec``'s values and derivative at ``xs`` against mpmath's of the definition ``f``;
+    returns (kernel, x, the derivative wanted)."""
+    k = actdsl.compile(spec, backend=backend)
+    x = np.array(xs)
+    with mpmath.workdps(30):
+        want_y = [float(f(mpmath.mpf(t))) for t in xs]
+        want_d = [float(mpmath.diff(f, mpmath.mpf(t))) for t in xs]
+    np.testing.assert_allclose(k(x), want_y, rtol=rtol_y, atol=1e-300, err_msg=spec)
+    np.testing.assert_allclose(k.derivative(x), want_d, rtol=rtol_d, atol=1e-300, err_msg=spec)
+    return k, x, want_d
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_root_of_a_flat_branch_has_the_flat_derivative(backend):
     """sqrt(|relu(z)|) and sqrt(|tlin(z)|): the chain rule puts 1/0 on branches that are never
@@ -589,14 +602,7 @@ def test_a_root_of_a_flat_branch_has_the_flat_derivative(backend):
     defs = {"relu+{abs(z)**0.5}": lambda t: mpmath.sqrt(abs(max(t, 0))),
             "tlin+{abs(z)**0.5}": lambda t: mpmath.sqrt(abs(t if abs(t) > 1 else 0))}
     for spec, f in defs.items():
-        k = actdsl.compile(spec, backend=backend)
-        x = np.array(xs)
-        with mpmath.workdps(30):
-            want_y = [float(f(mpmath.mpf(t))) for t in xs]
-            want_d = [float(mpmath.diff(f, mpmath.mpf(t))) for t in xs]
-        np.testing.assert_allclose(k(x), want_y, rtol=1e-14, err_msg=spec)
-        np.testing.assert_allclose(k.derivative(x), want_d, rtol=1e-12, atol=1e-300,
-                                   err_msg=spec)
+        k, x, want_d = _agrees_with_the_definition(spec, f, xs, backend, 1e-14, 1e-12)
         np.testing.assert_allclose(k.vjp(x, np.full_like(x, 2.0)), 2 * np.array(want_d),
                                    rtol=1e-12, atol=1e-300, err_msg=spec)
     with pytest.raises(actdsl.ParameterError, match="undefined on a whole branch"):
@@ -617,16 +623,9 @@ def test_a_constant_power_of_a_flat_branch_has_the_flat_derivative(backend):
 
     defs = {"relu+gelu:tanh+{z**7}": lambda t: gelu_tanh(max(t, 0)) ** 7,
             "sparse_plus+gelu:tanh+{z**7}": lambda t: gelu_tanh(sparse_plus(t)) ** 7}
-    xs = [-3.0, -1.5, -0.5, 0.25, 0.5, 1.5, 2.0, 3.0]
     for spec, f in defs.items():
-        k = actdsl.compile(spec, backend=backend)
-        x = np.array(xs)
-        with mpmath.workdps(30):
-            want_y = [float(f(mpmath.mpf(t))) for t in xs]
-            want_d = [float(mpmath.diff(f, mpmath.mpf(t))) for t in xs]
-        np.testing.assert_allclose(k(x), want_y, rtol=1e-12, atol=1e-300, err_msg=spec)
-        np.testing.assert_allclose(k.derivative(x), want_d, rtol=1e-11, atol=1e-300,
-                                   err_msg=spec)
+        _agrees_with_the_definition(spec, f, [-3.0, -1.5, -0.5, 0.25, 0.5, 1.5, 2.0, 3.0],
+                                    backend, 1e-12, 1e-11)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
