@@ -338,9 +338,9 @@ def _real_set(cond):
         inner, outer = _real_set(cond.args[0])
         return sp.S.Reals - outer, sp.S.Reals - inner
     if isinstance(cond, sp.ITE):  # (a and b) or (not a and c)
-        a, b, c = cond.args
-        return _real_set(sp.Or(sp.And(a, b, evaluate=False), sp.And(sp.Not(a), c, evaluate=False),
-                               evaluate=False))
+        (ai, ao), (bi, bo), (ci, co) = (_real_set(a) for a in cond.args)
+        return (sp.Union(sp.Intersection(ai, bi), sp.Intersection(sp.S.Reals - ao, ci)),
+                sp.Union(sp.Intersection(ao, bo), sp.Intersection(sp.S.Reals - ai, co)))
     if isinstance(cond, (sp.And, sp.Or)):
         parts = [_real_set(a) for a in cond.args]
         join = sp.Intersection if isinstance(cond, sp.And) else sp.Union

@@ -488,14 +488,15 @@ def _vjp_sums(plan: Plan):
     return sums
 
 
-def _vjp_final(plan: Plan):
+def _vjp_final(plan: Plan, skip=frozenset()):
     """The per-element expressions of the pass writing dz: their shared factor (``split_common``),
-    ∂F/∂z and each ∂f_k/∂z without it, then the parameter terms."""
+    ∂F/∂z and each ∂f_k/∂z without it, then the parameter terms (0 for the columns in ``skip``,
+    which the caller accumulates otherwise)."""
     common, first, parts = dz_parts(plan)
     # g ∂F/∂z as one product, printed as the adjoint sums print g ∂F/∂r (g / (σ + ε), not
     # g * (1 / (σ + ε))), so that the two round alike
     exprs = [common, first, *parts]
-    exprs += [plan.dout_dp[p] for p in plan.params]
+    exprs += [sp.S.Zero if i in skip else plan.dout_dp[p] for i, p in enumerate(plan.params)]
     keys = [(k, p) for (k, p) in plan.dbody_dp]
     exprs += [plan.dbody_dp[kp] for kp in keys]
     return exprs, keys
@@ -551,11 +552,16 @@ def final_terms(plan: Plan, texts: list[str], keys, zero: str) -> tuple[str, lis
     return dz, dps
 
 
+#: the most parameter gradients accumulated in the loop that writes dz; past it they go to loops
+#: of their own (in that loop, 10 accumulations (maxout:5) left it scalar)
+INLINE_GRADIENTS = 8
+
+
 def _picks_only(em: NumbaEmitter, dps: list[str]) -> list[str]:
     """The per-element temporaries of the gradient texts ``dps``, where every one is a scanned
     index or NaN carry (floats: maxout's gradients, one-hot picks); [] otherwise, or where there
     are few gradients (their accumulations then vectorize with the scan)."""
-    if len(dps) <= 8:
+    if len(dps) <= INLINE_GRADIENTS:
         return []
     names = sorted(set(re.findall(r"\b_[a-z]+\d+\b", " ".join(dps))))
     scanned = {em.names[i] for i in em._scanned} | {c for _, _, c in em._scanned.values()}
@@ -691,14 +697,11 @@ def _rows_vjp(src: Source, plan: Plan, params: list[str]):
     src(*lambda_lines(plan, em))
     # the pass writing dz and accumulating parameter gradients; one-hot families print their
     # index and value only (each family's columns as 0 here, never accumulated from these texts)
-    exprs, keys = _vjp_final(plan)
     # (a few accumulations vectorize with the scan, where a scatter loop is scalar: maxout:3's
     # VJP took 6-12 ms with scatters, 4-6 without; from maxout:5 on they are accumulated apart)
-    families = one_hot_families(plan) if len(plan.params) > 8 else []
+    families = one_hot_families(plan) if len(plan.params) > INLINE_GRADIENTS else []
     scattered = {base + q for base, k, _, _ in families for q in range(k)}
-    start = 2 + len(plan.grad_reductions())  # (common, ∂F/∂z, each ∂f_k/∂z, then each ∂F/∂p)
-    exprs = [sp.S.Zero if start <= i < start + len(plan.params) and i - start in scattered else e
-             for i, e in enumerate(exprs)]
+    exprs, keys = _vjp_final(plan, skip=scattered)
     texts = _row_loop(src, em, store, D + 1, params,
                       exprs + [e for _, _, F, V in families for e in (F, V)], prefix="d", g=True)
     texts, picked = texts[:len(exprs)], texts[len(exprs):]
@@ -715,40 +718,35 @@ def _rows_vjp(src: Source, plan: Plan, params: list[str]):
     stored = list(kept)
     for _, _, index, carry, value in scatter:
         stored += [t for t in (index, carry, value) if t not in stored and t not in direct]
-    if stored:
-        # the gradients in a loop of their own, from the picks' indices (and NaN carries) kept
-        # per element: in the loop that scans the pieces, 10 accumulations (maxout:5) or more
-        # left it scalar (54 ms where maxout:4 took 7, 2048x1024 float32)
-        # kept in rows of the scratch T past the storage's (SLOTS of them, read by the Runner): an
-        # np.empty in a CPU kernel made Numba's later gufunc compiles of np.empty fail ("No
-        # definition for lowering _ol_array_allocate", the overload's lowering registered for
-        # one target context only)
-        src(*[f"IDX{k}[j] = {text}" for k, text in enumerate(stored)])
-        if not kept:
-            src(*[f"DP[{i}, j] += {dps[i]}" for i in rest])
+    # the rest of the gradients in loops of their own (kept), from the picks' indices (and NaN
+    # carries) stored per element: in the loop that scans the pieces, 10 accumulations
+    # (maxout:5) or more left it scalar (54 ms where maxout:4 took 7, 2048x1024 float32). Stored
+    # in rows of the scratch T past the storage's (SLOTS of them, read by the Runner): an
+    # np.empty in a CPU kernel made Numba's later gufunc compiles of np.empty fail ("No
+    # definition for lowering _ol_array_allocate", the overload's lowering registered for one
+    # target context only)
+    src(*[f"IDX{k}[j] = {text}" for k, text in enumerate(stored)])
+    if not kept:
+        src(*[f"DP[{i}, j] += {dps[i]}" for i in rest])
+    src.dedent()
+    src.lines[at:at] = ["    " + f"IDX{k} = T[{len(store) + k}]" for k in range(len(stored))]
+    for first in range(0, len(rest) if kept else 0, 8):  # (16 in a loop: scalar, maxout:8)
+        group = rest[first:first + 8]
+        used = set(re.findall(r"\bp\d+\b", " ".join(dps[i] for i in group)))  # (maxout: none)
+        _open_loop(src, [q for q in params if q in used], g=True)
+        src(*[f"{name} = IDX{k}[j]" for k, name in enumerate(kept)])
+        src(*[f"DP[{i}, j] += {dps[i]}" for i in group])
         src.dedent()
-        src.lines[at:at] = ["    " + f"IDX{k} = T[{len(store) + k}]" for k in range(len(stored))]
-        for first in range(0, len(rest) if kept else 0, 8):  # (16 in a loop: scalar, maxout:8)
-            group = rest[first:first + 8]
-            used = set(re.findall(r"\bp\d+\b", " ".join(dps[i] for i in group)))  # (maxout: none)
-            _open_loop(src, [q for q in params if q in used], g=True)
-            src(*[f"{name} = IDX{k}[j]" for k, name in enumerate(kept)])
-            src(*[f"DP[{i}, j] += {dps[i]}" for i in group])
-            src.dedent()
-        if scatter:
-            # one scatter per family and element (in a loop of their own: LLVM leaves it
-            # scalar); a NaN maximum (its carry NaN) makes every gradient of the family NaN, as
-            # g·(pick + NaN) did
-            load = lambda t: direct.get(t) or f"IDX{stored.index(t)}[j]"  # noqa: E731
-            src("for j in range(nn):")
-            src.indent()
-            for base, k, index, carry, value in scatter:
-                src(f"c = {load(carry)}", "if c != c:", f"    for q in range({k}):",
-                    f"        DP[{base} + q, j] += c", "else:",
-                    f"    DP[{base} + int({load(index)}), j] += gy[j] * {load(value)}")
-            src.dedent()
-    else:
-        src(*[f"DP[{i}, j] += {t}" for i, t in enumerate(dps)])
+    if scatter:
+        # one scatter per family and element (in a loop of their own: LLVM leaves it scalar); a
+        # NaN maximum (its carry NaN) makes every gradient of the family NaN, as g·(pick + NaN) did
+        load = lambda t: direct.get(t) or f"IDX{stored.index(t)}[j]"  # noqa: E731
+        src("for j in range(nn):")
+        src.indent()
+        for base, k, index, carry, value in scatter:
+            src(f"c = {load(carry)}", "if c != c:", f"    for q in range({k}):",
+                f"        DP[{base} + q, j] += c", "else:",
+                f"    DP[{base} + int({load(index)}), j] += gy[j] * {load(value)}")
         src.dedent()
     src.dedent()
     _row_prologue(src, em, at)
@@ -860,17 +858,13 @@ class Runner:
         converts and broadcasts, and names what is wrong)."""
         if len(params) != len(specs):
             return None
-        units, values = x.shape[-1], []
+        units, cols = x.shape[-1], [None]
         for p in specs:
             v = params.get(p.name)
             if type(v) is not np.ndarray or v.dtype != x.dtype or v.shape != (units, *p.shape):
                 return None
-            values.append(v.T if p.shape else v[None])
-        if not values:
-            return []
-        P = _padded(sum(len(v) for v in values), units, x.dtype)
-        np.concatenate(values, out=P[:, :units])
-        return [P]
+            cols += list(v.T) if p.shape else [v]
+        return Runner._columns(cols, units, x.dtype)
 
     def _fast_setup(self, x, axis, out, params, specs, kernel):
         """(parameter columns, output array) for a fast call, or (None, None) where the general
@@ -951,8 +945,8 @@ class Runner:
         X, G, DX = x.reshape(-1, n), g.reshape(-1, n), dx.reshape(-1, n)
         # parameter gradients, not asked for here: one accumulator per part
         self._row_parts(kernel, X, lambda i, lo, hi, scratch: (
-            X[lo:hi], G[lo:hi], DX[lo:hi], *[_padded(len(c), n, np.float64, 0) for c in cols],
-            *cols, scratch),
+            X[lo:hi], G[lo:hi], DX[lo:hi],
+            *[_padded(len(c), n, np.float64, zeros=True) for c in cols], *cols, scratch),
             self.vjp_slots)
         return dx
 
@@ -1036,7 +1030,7 @@ class Runner:
         units = X.shape[1]
         cols = self._columns(args, units, xt.dtype)
         parts = self._parts(self.module.vjp_rows, xt.dtype, X.shape[0], units)
-        acc = [[_padded(len(c), units, np.float64, 0) for c in cols] for _ in parts]
+        acc = [[_padded(len(c), units, np.float64, zeros=True) for c in cols] for _ in parts]
         scratch = [np.empty((self.vjp_slots, units), xt.dtype) for _ in parts]
         self._run(self.module.vjp_rows,
                   lambda i, lo, hi: (X[lo:hi], G[lo:hi], DX[lo:hi], *acc[i], *cols, scratch[i]),
@@ -1044,8 +1038,8 @@ class Runner:
         return dz, [row[:units] for k in range(len(cols)) for row in sum(a[k] for a in acc)]
 
 
-def _padded(rows: int, units: int, dtype, fill=None) -> np.ndarray:
-    """A C-contiguous (rows, units + pad) array (filled with ``fill`` where given) for the row
+def _padded(rows: int, units: int, dtype, zeros: bool = False) -> np.ndarray:
+    """A C-contiguous (rows, units + pad) array (of zeros, or uninitialised) for the row
     kernels' parameters and gradients, which read columns j < units of each row: the pad makes
     each row an odd number of 64-byte lines, so that the rows (read together, one per parameter
     column, at the same j) fall in different cache sets. Rows a multiple of 4 KiB apart shared
@@ -1053,10 +1047,7 @@ def _padded(rows: int, units: int, dtype, fill=None) -> np.ndarray:
     line = 64 // np.dtype(dtype).itemsize
     lines = -(-units // line)
     lines += 1 - lines % 2
-    P = np.empty((rows, lines * line), dtype)
-    if fill is not None:
-        P.fill(fill)
-    return P
+    return (np.zeros if zeros else np.empty)((rows, lines * line), dtype)
 
 
 def build(plan: Plan, key: str):
