@@ -14,11 +14,22 @@ products) works. Outside torch.compile the same functions run through two autogr
 (``_EagerForward``, ``_EagerVjp``), whose dispatch costs a sixth of the ops'. float16 and
 bfloat16 are computed in float32 and returned in their own dtype.
 
-CPU tensors go through the Numba kernels on NumPy views of the same memory (a non-contiguous
-tensor is made contiguous first); CUDA tensors through the CUDA backend, which reads and writes
-them in place (second-order ops copy through the host).
+Eagerly, CPU tensors go through the Numba kernels on NumPy views of the same memory (a
+non-contiguous tensor is made contiguous first); CUDA tensors through the CUDA backend, which reads
+and writes them in place (second-order ops copy through the host).
+
+Under torch.compile an ``Activation`` (and ``apply`` of a spec already called eagerly) is not an
+opaque op: the spec's generated NumPy source runs with torch operations in place of NumPy's
+(``_Traced``), forward and VJP, so Dynamo sees plain tensor code and Inductor fuses the activation
+with its neighbours, as it does PyTorch's own. The custom ops remain what a spec not yet built
+for tracing compiles to, and what ``torch.ops.actdsl`` callers get.
 """
 from __future__ import annotations
+
+import contextlib
+import math
+import types
+import warnings
 
 import numpy as np
 
@@ -27,9 +38,14 @@ try:
 except ImportError as e:  # pragma: no cover - depends on the installation
     raise ImportError("actdsl.torch needs PyTorch: pip install torch") from e
 
+from .backends import numpy as _numpy_backend
+from .backends.numpy_runtime import make as _make_runtime
+from .backends.vmath import NCDF_K, NCDF_M_SINGLE
+from .cache import source_key
 from .compiler import compile as _compile
 from .errors import ActdslError
 from .registry import REGISTRY as _REGISTRY
+from .stable import SCALE_BANDS, SCALE_CAPS
 
 _DTYPES = (_torch.float32, _torch.float64)
 _HALF = (_torch.float16, _torch.bfloat16)
@@ -293,6 +309,261 @@ class _EagerVjp(_torch.autograd.Function):
         return (None, None, None, None, None, d_x, d_gy, *d_p)
 
 
+# -- torch.compile: the spec as torch operations ------------------------------------------------
+def _number_or(tensor_f, number_f):
+    """A function of the generated code: the torch one on tensors, the math one on constants
+    (``np.sqrt(2.0)``)."""
+    return staticmethod(lambda x: tensor_f(x) if isinstance(x, _torch.Tensor) else number_f(x))
+
+
+def _clamp(bound):
+    return staticmethod(lambda a, b: _torch.clamp(a, **{bound: b}) if not isinstance(b, _torch.Tensor)
+                        else (_torch.maximum if bound == "min" else _torch.minimum)(a, b))
+
+
+class _TorchNumpy(types.SimpleNamespace):
+    """``np`` for the generated NumPy source, made of torch operations, for one float dtype: the
+    names torch shares with NumPy (exp, tanh, abs, square, arctan...) are torch's; those that
+    differ are spelled here."""
+    inf = math.inf
+
+    def __init__(self, dtype):
+        super().__init__(dtype=dtype)
+
+    def where(self, c, a, b):
+        """torch.where; a choice between two constants (leaky_relu's slope: ``where(z <= 0, 0.01,
+        1.0)``) is made in this dtype, not in torch's default float32."""
+        if not isinstance(a, _torch.Tensor) and not isinstance(b, _torch.Tensor):
+            a = _torch.scalar_tensor(a, dtype=self.dtype)
+        return _torch.where(c, a, b)
+    sqrt = _number_or(_torch.sqrt, math.sqrt)
+    exp = _number_or(_torch.exp, math.exp)
+    maximum, minimum = _clamp("min"), _clamp("max")
+
+    def __getattr__(self, name):
+        return getattr(_torch, name)
+
+    @staticmethod
+    def errstate(**kwargs):  # torch raises no floating-point warnings
+        return contextlib.nullcontext()
+
+    @staticmethod
+    def sum(x, axis, keepdims):
+        return _torch.sum(x, dim=axis, keepdim=keepdims)
+
+    @staticmethod
+    def max(x, axis, keepdims):
+        return _torch.amax(x, dim=axis, keepdim=keepdims)
+
+    @staticmethod
+    def argmax(x, axis, keepdims):
+        return _torch.argmax(x, dim=axis, keepdim=keepdims)
+
+    @staticmethod
+    def take_along_axis(x, index, axis):
+        return _torch.take_along_dim(x, index, dim=axis)
+
+    @staticmethod
+    def asarray(x):
+        return _torch.as_tensor(x)
+
+
+def _finite_or_inf(x):
+    """True where x is not NaN, as |x| <= inf: a comparison of one full-size tensor (see
+    ``_torch_runtime``). x may be a constant."""
+    return abs(x) <= math.inf
+
+
+def _nan_part(v):
+    """0, or NaN where v is NaN."""
+    if not isinstance(v, _torch.Tensor):
+        return 0.0 if v == v else v
+    return _torch.where(_finite_or_inf(v), 0.0, v)
+
+
+def _torch_runtime():
+    """numpy_runtime's functions over torch, with four spelled for Inductor:
+
+    - attop, pow2scale and at use NumPy-only names;
+    - nan_through and shifted compare one full-size tensor with a constant, never two tensors
+      (``x != x``, ``a == b``): AOTAutograd's partitioner never recomputes an op whose output is
+      under a quarter of its inputs' bytes, so a boolean made from two float32 tensors that the
+      forward and the backward share is saved for the backward, and Inductor's CPU code stores
+      booleans about ten times slower than floats (torch 2.13: 450 µs against 50 µs for
+      128x512), slower than the whole activation;
+    - ncdf (gelu) in float32 is numba_cpu's formula (vmath._NCDF_SINGLE) in float64, where
+      Inductor vectorizes exp: its erfc is a scalar loop, four times slower than erf.
+    """
+    rt = _make_runtime(_TorchNumpy(None), _torch.special.erf, _torch.special.erfc)
+
+    def attop(a, b):
+        return (a == b).to(a.dtype)
+
+    def pow2scale(a):  # numpy_runtime.pow2scale's definition (stable.pow2scale says why)
+        kind = str(a.dtype).rsplit(".", 1)[-1]
+        lo, hi = SCALE_BANDS[kind]
+        _, e = _torch.frexp(a)
+        s = _torch.clamp(_torch.ldexp(_torch.ones_like(a), e - 1), min=_torch.finfo(a.dtype).tiny,
+                         max=SCALE_CAPS[kind])
+        size = _torch.abs(a)
+        keep = (a == 0) | ((size >= lo) & (size <= hi))
+        return _torch.where(keep, 1.0, _torch.where(size < math.inf, s, size))  # inf; NaN
+
+    def at(index, x, like):
+        hit = _torch.arange(like.shape[-1], device=like.device) == index
+        return _torch.where(hit, x, 0.0)
+
+    def nan_through(value, *operands):
+        for op in operands:
+            if isinstance(op, _torch.Tensor):
+                value = _torch.where(_finite_or_inf(op), value, op)
+            elif op != op:
+                value = value * op
+        return value
+
+    def shifted(a, b):
+        """a - b, and 0 where a == b (two equal infinities): a - b is NaN only there or where a
+        or b is NaN."""
+        d = a - b
+        if not isinstance(d, _torch.Tensor):
+            return 0.0 if a == b else d
+        return _torch.where(_finite_or_inf(d), d, _nan_part(a) + _nan_part(b))
+
+    def ncdf(x):
+        if x.dtype != _torch.float32:
+            return _torch.special.erfc(-x * 0.7071067811865476) / 2
+        # Phi(-u) = exp(-u^2/2) M(t) / (u + K), t = (u - K)/(u + K), u = |x| <= 15; in float64
+        # u^2 is exact, and one rounding to float32 ends it
+        u = _torch.clamp(_torch.abs(x), max=15.0).double()
+        q = 1 / (u + NCDF_K)
+        t = (u - NCDF_K) * q
+        m = NCDF_M_SINGLE[-1]
+        for c in NCDF_M_SINGLE[-2::-1]:
+            m = m * t + c
+        tail = _torch.exp(u * u * -0.5) * (m * q)
+        return _torch.where(x <= 0, tail, 1 - tail).float()
+
+    rt.attop, rt.pow2scale, rt.at = attop, pow2scale, at
+    rt.nan_through, rt.shifted, rt.ncdf = nan_through, shifted, ncdf
+    return rt
+
+
+_TORCH_RUNTIME = _torch_runtime()
+
+
+def _shaped(v, like: Tensor) -> Tensor:
+    """A value of the generated code (a tensor that may broadcast, or a constant) as a tensor of
+    ``like``'s shape and dtype."""
+    v = _torch.as_tensor(v, dtype=like.dtype, device=like.device)
+    return v if v.shape == like.shape else v.expand(like.shape).clone()
+
+
+class _Traced:
+    """A spec as torch operations: the NumPy backend's generated forward and VJP (the same exact
+    derivative), run on tensors in an autograd.Function that torch.compile traces through."""
+
+    def __init__(self, kernel):
+        source = (kernel.source if kernel.backend == "numpy"
+                  else _numpy_backend.generate(kernel.plan))  # milliseconds: the plan is made
+        code = {}
+        for dtype in _DTYPES:
+            ns = _numpy_backend.load(source, source_key(source), xp=_TorchNumpy(dtype),
+                                     runtime=_TORCH_RUNTIME, tag="torch")
+            code[dtype] = ns["forward"], ns["vjp"]
+        # what a call reads, as plain values: each object Dynamo reads becomes a guard that every
+        # compiled call checks
+        self.text, self.rowwise = kernel.text, kernel.rowwise
+        self.layout = tuple((p.name, p.shape) for p in kernel.params)
+        self.joined = ",".join(p.name for p in kernel.params)
+
+        class Function(_torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, z, n, *columns):
+                ctx.n = n
+                ctx.save_for_backward(z, *columns)
+                y = code[z.dtype][0](z, n, *columns)
+                return y.clone() if y is z else _shaped(y, z)
+
+            @staticmethod
+            def backward(ctx, g):
+                z, *columns = ctx.saved_tensors
+                dz, dps = code[z.dtype][1](z, g, ctx.n, *columns)
+                return (_shaped(dz, z), None,
+                        *[_shaped(d, z).sum_to_size(c.shape) for d, c in zip(dps, columns)])
+
+        self.function = Function
+
+    def trial(self, kernel) -> None:
+        """One forward and backward in each dtype on a small row (zero, signs, a large value),
+        eagerly: what Dynamo would trace, so that a gap in the torch namespace shows here."""
+        values = [_torch.as_tensor(v) for v in kernel.init_params(3, rng=0).values()]
+        for dtype in _DTYPES:
+            x = _torch.tensor([[0.0, -1.5, 40.0], [2.0, -0.0, -40.0]], dtype=dtype,
+                              requires_grad=True)
+            ps = [v.to(dtype).requires_grad_(True) for v in values]
+            y = self(self.joined, -1, x, ps)
+            _torch.autograd.grad(y.sum(), [x, *ps])
+
+    def _ordered(self, names: str, values) -> list:
+        """The values in the kernel's parameter order (``apply`` takes them in any order)."""
+        given = dict(zip(_split(names), values))
+        missing = [n for n, _ in self.layout if n not in given]
+        extra = [n for n in given if n not in self.joined.split(",")]
+        if missing or extra:
+            raise ActdslError(f"{self.text!r} takes parameters {self.joined.split(',')}; missing "
+                              f"{missing}, unexpected {extra}")
+        return [given[n] for n, _ in self.layout]
+
+    def __call__(self, names: str, axis: int, x: Tensor, values) -> Tensor:
+        if x.dtype not in _DTYPES and x.dtype not in _HALF:
+            _check(x)
+        if names != self.joined:
+            values = self._ordered(names, values)
+        work = x.float() if x.dtype in _HALF else x
+        scalar = work.dim() == 0
+        if scalar:
+            if self.rowwise:
+                raise ActdslError(f"{self.text!r} is row-wise: it needs a tensor with a row axis, "
+                                  "not a scalar")
+            work = work.reshape(1)
+        moved = not scalar and axis != -1 and axis != work.dim() - 1
+        zt = _torch.movedim(work, axis, -1) if moved else work
+        units = zt.shape[-1]
+        columns = []
+        for (_, shape), v in zip(self.layout, values):  # (units, *shape), (1, *shape), shape or
+            full = _torch.broadcast_to(v.to(zt.dtype), (units, *shape))  # a number: broadcast
+            columns += [full[:, i] for i in range(shape[0])] if shape else [full]
+        y = self.function.apply(zt, units, *columns)
+        if moved:
+            y = _torch.movedim(y, -1, axis)
+        return (y.reshape(()) if scalar else y).to(x.dtype)
+
+
+_traced_cache: dict = {}
+
+
+def _traced(spec: str, kernel=None) -> _Traced | None:
+    """The spec built for tracing, remembered as ``_kernel`` remembers kernels. Built outside
+    torch.compile (by ``Activation`` and by eager calls of ``apply``): Dynamo must not trace the
+    compiler. None (with a warning) for a spec whose torch form fails a trial run: torch.compile
+    then goes through the custom op."""
+    hit = _traced_cache.get(spec)
+    if hit is not None and hit[0] == _REGISTRY.generation:
+        return hit[1]
+    kernel = kernel or _compile(spec)
+    traced = _Traced(kernel)
+    try:
+        traced.trial(kernel)
+    except Exception as e:  # a NumPy spelling the torch namespace lacks: correct, only slower
+        warnings.warn(f"actdsl.torch: {kernel.text!r} runs opaque under torch.compile (its torch "
+                      f"form failed: {type(e).__name__}: {e})", RuntimeWarning, stacklevel=3)
+        traced = None
+    if len(_traced_cache) >= 1024:
+        _traced_cache.clear()
+    _traced_cache[spec] = (_REGISTRY.generation, traced)
+    return traced
+
+
 # -- the user's API ------------------------------------------------------------------------------
 def apply(spec: str, x, axis: int = -1, cpu_backend: str = "numba", inplace: bool = False,
           **params):
@@ -301,13 +572,19 @@ def apply(spec: str, x, axis: int = -1, cpu_backend: str = "numba", inplace: boo
     names = ",".join(params)
     values = [p if isinstance(p, _torch.Tensor) else _torch.as_tensor(p, dtype=x.dtype)
               for p in params.values()]
+    if not _torch.compiler.is_compiling():  # ready for torch.compile to trace later
+        _traced(spec, _kernel(spec, "cpu", cpu_backend))
     return _call(spec, cpu_backend, axis, names, x, values, inplace)
 
 
 def _op(spec, backend, axis, names, x, values):
-    """The forward with autograd: the custom op where torch.compile traces, else (eager) the
-    cheaper autograd.Function."""
+    """The forward with autograd. Eagerly the autograd.Function (cheaper than the op); under
+    torch.compile the spec's torch operations where they are built (``_traced``), else the
+    custom op."""
     if _torch.compiler.is_compiling():
+        hit = _traced_cache.get(spec)
+        if hit is not None and hit[0] == _REGISTRY.generation and hit[1] is not None:
+            return hit[1](names, axis, x, values)
         return _torch.ops.actdsl.forward(spec, backend, axis, names, x, values)
     return _EagerForward.apply(spec, backend, axis, names, x, *values)
 
@@ -318,6 +595,8 @@ def _call(spec, backend, axis, names, x, values, inplace):
     if _torch.is_grad_enabled() and (x.requires_grad or any(v.requires_grad for v in values)):
         # the exact backward needs x's values: they are kept (a copy) for it
         return x.copy_(_op(spec, backend, axis, names, x.clone(), values))
+    if _torch.compiler.is_compiling():
+        return x.copy_(_op(spec, backend, axis, names, x, values))
     _torch.ops.actdsl.forward_(spec, backend, axis, names, x, values)
     return x
 
@@ -351,6 +630,7 @@ class Activation(_torch.nn.Module):
             self.register_parameter(name, _torch.nn.Parameter(_torch.as_tensor(value, dtype=dtype)))
         self.names = list(init)
         self._joined = ",".join(self.names)
+        _traced(self.spec, self.kernel)  # what torch.compile traces
 
     def forward(self, x):
         return _call(self.spec, self.cpu_backend, self.axis, self._joined, x,
