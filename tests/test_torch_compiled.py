@@ -262,3 +262,31 @@ def test_a_torch_form_that_fails_its_trial_falls_back_to_the_op(monkeypatch):
     assert graphs.calls_our_op()
     torch.testing.assert_close(y, F.relu(x * torch.tanh(x)))
     at._traced_cache.pop(spec, None)
+
+
+def test_dynamic_batch_and_a_channel_axis():
+    """One graph for every batch size (dynamic=True: the row length n a symbolic size), and a
+    channel axis (axis=1 of an NCHW tensor, moved last inside the graph): values and gradients
+    as eagerly."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+    torch._dynamo.reset()
+    counters.clear()
+    acts = [at.Activation("softmax"), at.Activation("prelu", units=6, seed=1),
+            at.Activation("norm:z"), at.Activation("gelu+softmax", axis=1)]
+
+    def f(x):
+        image = x.reshape(x.shape[0], 6, 1, 1).expand(-1, 6, 2, 3)
+        return [a(x) for a in acts[:3]] + [acts[3](image)]
+    compiled = torch.compile(f, fullgraph=True, dynamic=True, backend="aot_eager")
+    for batch in (4, 9, 13):  # (a batch of 1 is specialized by Dynamo itself)
+        x = _x(batch, 6, dtype=torch.float32, seed=batch)
+        got = [x.detach().clone().requires_grad_(True) for _ in range(2)]
+        ys, refs = compiled(got[0]), f(got[1])
+        sum((y * y).sum() for y in ys).backward()
+        sum((r * r).sum() for r in refs).backward()
+        for y, r in zip(ys, refs):
+            torch.testing.assert_close(y, r)
+        torch.testing.assert_close(got[0].grad, got[1].grad)
+    assert counters["stats"]["unique_graphs"] == 1
+    assert not counters["graph_break"]
