@@ -542,7 +542,7 @@ class _Traced:
 _traced_cache: dict = {}
 
 
-def _traced(spec: str, kernel=None) -> _Traced | None:
+def _traced(spec: str, make_kernel=None) -> _Traced | None:
     """The spec built for tracing, remembered as ``_kernel`` remembers kernels. Built outside
     torch.compile (by ``Activation`` and by eager calls of ``apply``): Dynamo must not trace the
     compiler. None (with a warning) for a spec whose torch form fails a trial run: torch.compile
@@ -550,7 +550,7 @@ def _traced(spec: str, kernel=None) -> _Traced | None:
     hit = _traced_cache.get(spec)
     if hit is not None and hit[0] == _REGISTRY.generation:
         return hit[1]
-    kernel = kernel or _compile(spec)
+    kernel = make_kernel() if make_kernel else _compile(spec)  # (only when it is not built)
     traced = _Traced(kernel)
     try:
         traced.trial(kernel)
@@ -573,7 +573,7 @@ def apply(spec: str, x, axis: int = -1, cpu_backend: str = "numba", inplace: boo
     values = [p if isinstance(p, _torch.Tensor) else _torch.as_tensor(p, dtype=x.dtype)
               for p in params.values()]
     if not _torch.compiler.is_compiling():  # ready for torch.compile to trace later
-        _traced(spec, _kernel(spec, "cpu", cpu_backend))
+        _traced(spec, lambda: _kernel(spec, "cpu", cpu_backend))
     return _call(spec, cpu_backend, axis, names, x, values, inplace)
 
 
@@ -630,7 +630,7 @@ class Activation(_torch.nn.Module):
             self.register_parameter(name, _torch.nn.Parameter(_torch.as_tensor(value, dtype=dtype)))
         self.names = list(init)
         self._joined = ",".join(self.names)
-        _traced(self.spec, self.kernel)  # what torch.compile traces
+        _traced(self.spec, lambda: self.kernel)  # what torch.compile traces
 
     def forward(self, x):
         return _call(self.spec, self.cpu_backend, self.axis, self._joined, x,
