@@ -349,3 +349,33 @@ def test_parameters_go_as_one_padded_array_and_scans_without_branches():
     dx, grads = k.vjp(x, g, with_params=True, **p)
     assert np.isnan(dx[2, 7]) and np.isnan(grads["m"][7]).all() and np.isnan(grads["b"][7]).all()
     assert np.isfinite(grads["m"][8]).all() and np.isfinite(dx[2, 8])
+
+
+def _loop_over_many_rows(rows: int):
+    """A fresh Numba function whose loop reads ``rows`` rows of X and writes y: each row a pointer
+    that may alias y, so LLVM needs ``rows`` runtime checks to vectorize it."""
+    import numba
+    src = ("def many_rows(X, y):\n    for j in range(y.shape[0]):\n        y[j] = "
+           + " + ".join(f"X[{k}, j] * X[{k}, j]" for k in range(rows)) + "\n")
+    namespace = {}
+    exec(compile(src, f"<many_rows_{rows}>", "exec"), namespace)  # test code, not user text
+    f = numba.njit(fastmath=True)(namespace["many_rows"])
+    f(np.ones((rows, 64), np.float32), np.empty(64, np.float32))
+    asm = f.inspect_asm(f.signatures[0])
+    return len(re.findall(r"\bv?mul(?:ps)\b", asm)), len(re.findall(r"\bv?mul(?:ss)\b", asm))
+
+
+def test_kernels_compile_allowing_more_alias_checks_and_nothing_else_does():
+    """While actdsl's kernels compile (numba_cpu.compiling), LLVM's vectorizer may emit up to
+    ALIAS_CHECKS runtime alias checks a loop, so a loop over many parameter rows (maxout:64 reads
+    128) is vectorized; before and after, Numba code compiles with LLVM's default (128 checks)."""
+    from actdsl.backends import numba_cpu
+    before = _loop_over_many_rows(140)
+    with numba_cpu.compiling():
+        with numba_cpu.compiling():  # nested: one raise
+            pass
+        during = _loop_over_many_rows(141)
+    after = _loop_over_many_rows(142)
+    assert before[0] == 0 and before[1] > 0, before        # scalar: too many checks
+    assert during[0] > 0, during                           # packed multiplies
+    assert after[0] == 0 and after[1] > 0, after

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from .emit import Source
-from .numba_cpu import (HEADER, ROW_FLAGS, NumbaEmitter, Runner, Storage, _names, _param_names,
-                        _reduction_passes, _row_prologue, collector_paused)
+from .numba_cpu import (ALIAS_CHECKS, HEADER, ROW_FLAGS, NumbaEmitter, Runner, Storage, _names,
+                        _param_names, _reduction_passes, _row_prologue, compiling)
 from ..derive import Plan
 from ..ir import RowMax
 from .. import cache, parallel, tangent as tg
@@ -46,7 +46,7 @@ def generate(plan: Plan, key: str) -> tuple[str, int]:
     """The module's source and the number of scratch rows ``jvp_rows`` needs."""
     from . import vmath
     src = Source()
-    src(HEADER.format(key=key, vmath=vmath.MODULES))
+    src(HEADER.format(key=key, vmath=vmath.MODULES, checks=ALIAS_CHECKS))
     params = _param_names(plan)
     em = _emitter(plan)
     bodies = tg.body_tangents(plan)
@@ -129,7 +129,7 @@ class TangentRunner:
         if key in self._called:
             parallel.run(kernel, args, parts)
         else:  # the first call compiles: its cache files are checked before and sealed after
-            with collector_paused(), cache.numba_compiling(self.module):
+            with compiling(self.module):
                 parallel.run(kernel, args, parts)
             self._called.add(key)
         return y
