@@ -306,3 +306,14 @@ def test_inductor_float32_equals_eager_for_every_key(spec):
     torch.testing.assert_close(got[0], want[0], rtol=2e-6, atol=1e-6, equal_nan=True)
     for a, b in zip([got[1], *got[2]], [want[1], *want[2]]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, equal_nan=True)
+
+
+def test_torch_export_gives_plain_aten_operations():
+    """torch.export of a model with actdsl activations: a graph of ATen operations only (the
+    exported program runs without actdsl), with the eager model's values."""
+    m = torch.nn.Sequential(torch.nn.Linear(4, 6), at.Activation("prelu", units=6, seed=1),
+                            torch.nn.Linear(6, 3), at.Activation("softmax"))
+    x = _x(5, 4, dtype=torch.float32)
+    ep = torch.export.export(m, (x,))
+    assert "actdsl" not in str(ep.graph)
+    torch.testing.assert_close(ep.module()(x), m(x))
