@@ -30,6 +30,7 @@ import contextlib
 import math
 import types
 import warnings
+import weakref
 
 import numpy as np
 
@@ -45,7 +46,6 @@ from .cache import source_key
 from .compiler import compile as _compile
 from .errors import ActdslError
 from .registry import REGISTRY as _REGISTRY
-from .stable import SCALE_BANDS, SCALE_CAPS
 
 _DTYPES = (_torch.float32, _torch.float64)
 _HALF = (_torch.float16, _torch.bfloat16)
@@ -111,10 +111,10 @@ def _units(x: Tensor, axis: int) -> int:
     return x.shape[axis] if x.dim() else 1
 
 
-def _named(spec: str, k, names) -> None:
-    if not names and not k.params:
+def _named(spec: str, expected: list[str], names: str) -> None:
+    """Refuses parameter ``names`` (comma-separated) other than ``expected``, in any order."""
+    if not names and not expected:
         return
-    expected = [p.name for p in k.params]
     missing = [n for n in expected if n not in _split(names)]
     extra = [n for n in _split(names) if n not in expected]
     if missing or extra:
@@ -137,7 +137,7 @@ def _forward(spec, backend, axis, names, x, params):
     _check(x)
     cuda = x.is_cuda
     k = _kernel(spec, "cuda" if cuda else "cpu", backend)
-    _named(spec, k, names)
+    _named(spec, [p.name for p in k.params], names)
     values = _values(names, params, _units(x, axis)) if names else {}
     if cuda and x.dtype in _DTYPES:
         xc = x.detach().contiguous()
@@ -384,9 +384,9 @@ def _nan_part(v):
 
 
 def _torch_runtime():
-    """numpy_runtime's functions over torch; six are spelled here:
+    """numpy_runtime's functions over torch; five are spelled here:
 
-    - attop, pow2scale and at, whose NumPy spellings torch lacks;
+    - attop and at, whose NumPy spellings torch lacks (astype; arange on the input's device);
     - nan_through and shifted compare one full-size tensor with a constant, never two tensors
       (``x != x``, ``a == b``): AOTAutograd's partitioner never recomputes an op whose output is
       under a quarter of its inputs' bytes, so a boolean made from two float32 tensors that the
@@ -401,16 +401,6 @@ def _torch_runtime():
 
     def attop(a, b):
         return (a == b).to(a.dtype)
-
-    def pow2scale(a):  # numpy_runtime.pow2scale's definition (stable.pow2scale says why)
-        kind = str(a.dtype).rsplit(".", 1)[-1]
-        lo, hi = SCALE_BANDS[kind]
-        _, e = _torch.frexp(a)
-        s = _torch.clamp(_torch.ldexp(_torch.ones_like(a), e - 1), min=_torch.finfo(a.dtype).tiny,
-                         max=SCALE_CAPS[kind])
-        size = _torch.abs(a)
-        keep = (a == 0) | ((size >= lo) & (size <= hi))
-        return _torch.where(keep, 1.0, _torch.where(size < math.inf, s, size))  # inf; NaN
 
     def at(index, x, like):
         hit = _torch.arange(like.shape[-1], device=like.device) == index
@@ -446,7 +436,7 @@ def _torch_runtime():
         tail = _torch.exp(u * u * -0.5) * (m * q)
         return _torch.where(x <= 0, tail, 1 - tail).float()
 
-    rt.attop, rt.pow2scale, rt.at = attop, pow2scale, at
+    rt.attop, rt.at = attop, at
     rt.nan_through, rt.shifted, rt.ncdf = nan_through, shifted, ncdf
     return rt
 
@@ -468,11 +458,13 @@ class _Traced:
     def __init__(self, kernel):
         source = (kernel.source if kernel.backend == "numpy"
                   else _numpy_backend.generate(kernel.plan))  # milliseconds: the plan is made
-        code = {}
+        key, code = source_key(source), {}
         for dtype in _DTYPES:
-            ns = _numpy_backend.load(source, source_key(source), xp=_TorchNumpy(dtype),
-                                     runtime=_TORCH_RUNTIME, tag="torch")
+            ns = _numpy_backend.load(source, key, xp=_TorchNumpy(dtype), runtime=_TORCH_RUNTIME,
+                                     tag="torch")
             code[dtype] = ns["forward"], ns["vjp"]
+        # the source stays in linecache (for tracebacks) only while this form is in use
+        weakref.finalize(self, _numpy_backend.forget_source, f"<actdsl-torch-{key}>", source)
         # what a call reads, as plain values: each object Dynamo reads becomes a guard that every
         # compiled call checks
         self.text, self.rowwise = kernel.text, kernel.rowwise
@@ -509,12 +501,8 @@ class _Traced:
 
     def _ordered(self, names: str, values) -> list:
         """The values in the kernel's parameter order (``apply`` takes them in any order)."""
+        _named(self.text, [n for n, _ in self.layout], names)
         given = dict(zip(_split(names), values))
-        missing = [n for n, _ in self.layout if n not in given]
-        extra = [n for n in given if n not in self.joined.split(",")]
-        if missing or extra:
-            raise ActdslError(f"{self.text!r} takes parameters {self.joined.split(',')}; missing "
-                              f"{missing}, unexpected {extra}")
         return [given[n] for n, _ in self.layout]
 
     def __call__(self, names: str, axis: int, x: Tensor, values) -> Tensor:
@@ -545,13 +533,20 @@ class _Traced:
 _traced_cache: dict = {}
 
 
+def _built(spec: str):
+    """``(generation, _Traced or None)`` for a spec built for tracing under the registry as it is
+    now; None if it is not (yet, or any more)."""
+    hit = _traced_cache.get(spec)
+    return hit if hit is not None and hit[0] == _REGISTRY.generation else None
+
+
 def _traced(spec: str, make_kernel=None) -> _Traced | None:
     """The spec built for tracing, remembered as ``_kernel`` remembers kernels. Built outside
     torch.compile (by ``Activation`` and by eager calls of ``apply``): Dynamo must not trace the
     compiler. None (with a warning) for a spec whose torch form fails a trial run: torch.compile
     then goes through the custom op."""
-    hit = _traced_cache.get(spec)
-    if hit is not None and hit[0] == _REGISTRY.generation:
+    hit = _built(spec)
+    if hit is not None:
         return hit[1]
     kernel = make_kernel() if make_kernel else _compile(spec)  # (only when it is not built)
     traced = _Traced(kernel)
@@ -585,8 +580,8 @@ def _op(spec, backend, axis, names, x, values):
     torch.compile the spec's torch operations where they are built (``_traced``), else the
     custom op."""
     if _torch.compiler.is_compiling():
-        hit = _traced_cache.get(spec)
-        if hit is not None and hit[0] == _REGISTRY.generation and hit[1] is not None:
+        hit = _built(spec)
+        if hit is not None and hit[1] is not None:
             return hit[1](names, axis, x, values)
         return _torch.ops.actdsl.forward(spec, backend, axis, names, x, values)
     return _EagerForward.apply(spec, backend, axis, names, x, *values)

@@ -106,8 +106,8 @@ def train(args):
     target = torch.randint(0, 10, (args.batch,))
     for spec, own in TRAIN.items():
         row = []
-        if args.compiled:  # each row's models are compiled afresh: Dynamo allows 8 recompiles
-            torch._dynamo.reset()  # of one code object (Sequential.forward), then fails
+        if args.compiled:  # each row's models are compiled afresh (the earlier rows' graphs and
+            torch._dynamo.reset()  # guards dropped)
         for mode in modes + ["control"]:
             steps = []
             acts = (lambda: at.Activation(spec), own) if mode != "control" else \

@@ -317,3 +317,17 @@ def test_torch_export_gives_plain_aten_operations():
     ep = torch.export.export(m, (x,))
     assert "actdsl" not in str(ep.graph)
     torch.testing.assert_close(ep.module()(x), m(x))
+
+
+def test_a_dropped_torch_form_leaves_no_source_in_linecache():
+    """The generated source is kept in linecache (for tracebacks) only while its torch form is
+    in use, as the NumPy backend's is."""
+    import gc
+    import linecache
+    spec = "{z*tanh(z)}+softsign"
+    at._traced_cache.pop(spec, None)
+    assert at._traced(spec) is not None
+    names = [f for f in linecache.cache if f.startswith("<actdsl-torch-")]
+    at._traced_cache.pop(spec)
+    gc.collect()
+    assert len([f for f in linecache.cache if f.startswith("<actdsl-torch-")]) == len(names) - 1

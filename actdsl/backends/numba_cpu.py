@@ -765,30 +765,48 @@ import numpy as np  # noqa: E402
 
 from .. import cache, parallel  # noqa: E402
 
-_paused = 0
-_paused_lock = threading.Lock()
-_was_enabled = False
+class _WhileAny:
+    """A context manager whose first entry (of nested or concurrent uses) calls ``enter`` and
+    whose last exit calls ``leave``: a setting held while any of actdsl's compiles runs."""
+
+    def __init__(self, enter, leave):
+        self._enter, self._leave = enter, leave
+        self._users = 0
+        self._lock = threading.Lock()
+
+    def __enter__(self):
+        with self._lock:
+            if self._users == 0:
+                self._enter()
+            self._users += 1
+
+    def __exit__(self, *exc):
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                self._leave()
 
 
-@contextlib.contextmanager
-def collector_paused():
-    """Python's cyclic garbage collector paused while Numba compiles (and restored after, if it
-    was on): a compile allocates hundreds of thousands of objects, whose collections took about
-    a fifth of a cold compile (four specs in new processes: 1.94-2.04 s without, 2.31-2.60 s
-    with). Nested and concurrent uses share one pause; the last to leave restores it."""
-    global _paused, _was_enabled
-    with _paused_lock:
-        if _paused == 0:
-            _was_enabled = gc.isenabled()
-            gc.disable()
-        _paused += 1
-    try:
-        yield
-    finally:
-        with _paused_lock:
-            _paused -= 1
-            if _paused == 0 and _was_enabled:
-                gc.enable()
+def _pause_collector():
+    _pause_collector.was_enabled = gc.isenabled()
+    gc.disable()
+
+
+def _resume_collector():
+    if _pause_collector.was_enabled:
+        gc.enable()
+
+
+#: Python's cyclic garbage collector paused while Numba compiles (and restored after, if it was
+#: on): a compile allocates hundreds of thousands of objects, whose collections took about a
+#: fifth of a cold compile (four specs in new processes: 1.94-2.04 s without, 2.31-2.60 s with).
+_COLLECTOR_PAUSED = _WhileAny(_pause_collector, _resume_collector)
+
+
+def collector_paused() -> _WhileAny:
+    """The collector's pause (``_COLLECTOR_PAUSED``); nested and concurrent uses share one pause,
+    the last to leave restores it."""
+    return _COLLECTOR_PAUSED
 
 
 #: runtime alias checks LLVM's loop vectorizer may emit for one loop while actdsl's kernels
@@ -798,8 +816,6 @@ def collector_paused():
 #: maxout:64's forward 49 ms, against 5.6 and 10.3 ms vectorized (512x1024 float32, one thread).
 ALIAS_CHECKS = 1024
 _LLVM_ALIAS_CHECKS = 128
-_checks_users = 0
-_checks_lock = threading.Lock()
 
 
 def _set_alias_checks(value: int) -> None:
@@ -807,25 +823,13 @@ def _set_alias_checks(value: int) -> None:
     llvm.set_option("", f"-vectorize-memory-check-threshold={value}")
 
 
-@contextlib.contextmanager
-def alias_checks_raised():
-    """LLVM's option raised to ``ALIAS_CHECKS`` while actdsl's kernels compile, and put back to
-    LLVM's default after (nested and concurrent uses share one raise). The option is process-wide:
-    a Numba function another thread compiles meanwhile may get more runtime checks too, which
-    only lets more of its loops vectorize (each check falls back to the scalar loop where
-    pointers overlap); nothing else in the user's process changes."""
-    global _checks_users
-    with _checks_lock:
-        if _checks_users == 0:
-            _set_alias_checks(ALIAS_CHECKS)
-        _checks_users += 1
-    try:
-        yield
-    finally:
-        with _checks_lock:
-            _checks_users -= 1
-            if _checks_users == 0:
-                _set_alias_checks(_LLVM_ALIAS_CHECKS)
+#: LLVM's option raised to ``ALIAS_CHECKS`` while actdsl's kernels compile, and put back to
+#: LLVM's default after. The option is process-wide: a Numba function another thread compiles
+#: meanwhile may get more runtime checks too, which only lets more of its loops vectorize (each
+#: check falls back to the scalar loop where pointers overlap); nothing else in the user's
+#: process changes.
+_ALIAS_CHECKS_RAISED = _WhileAny(lambda: _set_alias_checks(ALIAS_CHECKS),
+                                 lambda: _set_alias_checks(_LLVM_ALIAS_CHECKS))
 
 
 @contextlib.contextmanager
@@ -833,7 +837,7 @@ def compiling(*modules):
     """Around anything that may compile actdsl's kernels (a first call, making a ufunc): the
     collector paused, the vectorizer's alias checks raised, the cache files checked and
     sealed."""
-    with collector_paused(), alias_checks_raised(), cache.numba_compiling(*modules):
+    with _COLLECTOR_PAUSED, _ALIAS_CHECKS_RAISED, cache.numba_compiling(*modules):
         yield
 
 

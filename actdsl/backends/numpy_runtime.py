@@ -15,7 +15,8 @@ from ..stable import SCALE_BANDS, SCALE_CAPS
 
 
 def make(xp, erf, erfc) -> types.SimpleNamespace:
-    """The runtime for array module ``xp`` (numpy or jax.numpy) and its erf/erfc."""
+    """The runtime for array module ``xp`` (numpy, jax.numpy, or actdsl.torch's namespace of
+    torch operations) and its erf/erfc."""
 
     def sigmoid(x):
         e = xp.exp(-xp.abs(x))
@@ -42,10 +43,11 @@ def make(xp, erf, erfc) -> types.SimpleNamespace:
         return 1 / xp.cosh(x)  # cosh overflows to inf exactly where sech underflows to 0
 
     def pow2scale(a):
-        lo, hi = SCALE_BANDS[str(a.dtype)]
+        kind = str(a.dtype).rsplit(".", 1)[-1]  # "float32", also from torch's "torch.float32"
+        lo, hi = SCALE_BANDS[kind]
         _, e = xp.frexp(a)
         tiny = xp.finfo(a.dtype).tiny
-        s = xp.minimum(xp.maximum(xp.ldexp(xp.ones_like(a), e - 1), tiny), SCALE_CAPS[str(a.dtype)])
+        s = xp.minimum(xp.maximum(xp.ldexp(xp.ones_like(a), e - 1), tiny), SCALE_CAPS[kind])
         keep = (a == 0) | ((xp.abs(a) >= lo) & (xp.abs(a) <= hi))
         return xp.where(keep, 1, xp.where(xp.abs(a) < xp.inf, s, xp.abs(a)))  # inf; NaN
 
