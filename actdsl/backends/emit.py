@@ -417,4 +417,6 @@ class Source:
         self.depth -= 1
 
     def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
+        """The source, each expression that it prints twice computed once (``shared.share``)."""
+        from .shared import share
+        return share("\n".join(self.lines) + "\n")
