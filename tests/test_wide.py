@@ -108,3 +108,46 @@ def test_other_numba_code_is_left_alone():
     assert (config.CPU_NAME, config.CPU_FEATURES,
             cpu_target.target_context.codegen().magic_tuple()) == before
     assert type(plain).targetdescr is cpu_target
+
+
+def _mixed(a, b, i, j, p):
+    """Operators on mixed scalar types, each a typing rule of its own: promotion, integer and
+    true division, powers, comparisons and booleans."""
+    s = a + b * i - j / i
+    t = (i // j) + (i % j) + (j << 1) - (j >> 1) + (i ^ j) + (i & j) + (i | j)
+    u = a ** 2 + b ** i + abs(-b) + max(a, b) - min(i, j)
+    v = (a > b) & (i <= j) | (not p) ^ (b != b)
+    w = float(i) + int(a) + bool(j) + (-a) + (+b)
+    return s, t, u, v, w
+
+
+def test_remembered_typing_gives_numba_s_own_types_and_values():
+    """The Numba backend's target remembers how operators on scalars were typed
+    (wide._typing_view); typed the first time, then from memory, the kernel's types and values
+    are those of Numba's own CPU target, which types every call anew."""
+    import numba
+    args = [(np.float32(1.5), np.float64(-2.25), np.int32(3), np.int64(2), True),
+            (np.float32(-0.5), np.float32(4.0), np.int64(7), np.int32(-3), False),
+            (np.float64(2.0), np.float64(0.5), np.int32(5), np.int32(4), True)]
+    plain = numba.njit(_mixed)
+    for fresh in range(2):  # the second kernel is typed from what the first left in memory
+        ours = wide.jit(_mixed)
+        for a in args:
+            got, want = ours(*a), plain(*a)
+            assert [type(g) for g in got] == [type(w) for w in want]
+            for g, w in zip(got, want):
+                np.testing.assert_array_equal(g, w)
+        assert [s.return_type for s in ours.nopython_signatures] == \
+            [s.return_type for s in plain.nopython_signatures]
+
+
+def test_numba_s_typing_context_is_left_alone():
+    """The view shares the typing context's state, not its class: Numba's own functions are
+    typed as they always are."""
+    from numba.core.registry import cpu_target
+    from numba.core.typing.context import Context
+    actdsl.compile("softplus+tanh", backend="numba")(np.linspace(-3, 3, 8))
+    assert type(cpu_target.typing_context) is Context
+    assert "resolve_function_type" not in vars(cpu_target.typing_context)
+    view = wide._typing_view()
+    assert view is not cpu_target.typing_context and vars(view) is vars(cpu_target.typing_context)

@@ -122,10 +122,59 @@ def _register(name: str, cpu_name: str, features: str) -> None:
 
         @threadsafe_cached_property
         def _toplevel_typing_context(self):
-            return cpu_target.typing_context  # one typing world: the same types and overloads
+            return _typing_view()  # one typing world: the same types and overloads
 
     hardware = type(f"ActdslCPU_{name}", (CPU,), {})
     target_registry[name] = hardware
     dispatcher_registry[hardware] = type(f"Dispatcher_{name}", (Dispatcher,),
                                          {"targetdescr": Target(name)})
     jit_registry[hardware] = lambda *a, **kw: numba.jit(*a, **{**kw, "_target": name})
+
+
+#: operators whose typing, for scalar arguments, is a function of the argument types alone
+def _operators() -> frozenset:
+    import operator
+    return frozenset(getattr(operator, name) for name in (
+        "add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "neg", "pos", "not_", "invert",
+        "eq", "ne", "lt", "le", "gt", "ge", "and_", "or_", "xor", "lshift", "rshift",
+        "iadd", "isub", "imul", "itruediv", "iand", "ior", "ixor")) | {abs, min, max, bool, float,
+                                                                         int}
+
+
+_memo: dict = {}
+
+
+@functools.cache
+def _typing_view():
+    """Numba's CPU typing context, the same object state (its registries, overloads and caches
+    are shared), whose typing of an operator on scalars is remembered by argument types.
+    Numba types each ``a * b`` of a kernel anew, trying every template registered for
+    ``operator.mul`` (NumPy's array rules among them, which search the ufunc's loops): about
+    0.4 ms a call, half of a large kernel's type inference."""
+    from numba.core import types
+    from numba.core.registry import cpu_target
+    from numba.core.typing.templates import _IntrinsicTemplate
+    shared = cpu_target.typing_context
+    keys = _operators()
+    scalar = (types.Number, types.Boolean)
+
+    def remembered(func) -> bool:
+        return func.typing_key in keys or all(issubclass(t, _IntrinsicTemplate)
+                                               for t in func.templates)
+
+    class View(type(shared)):
+        def resolve_function_type(self, func, args, kws):
+            if (not kws and isinstance(func, types.Function) and remembered(func)
+                    and all(isinstance(a, scalar) for a in args)):
+                key = (func, tuple(args))
+                sig = _memo.get(key)
+                if sig is None:
+                    sig = super().resolve_function_type(func, args, kws)
+                    if sig is not None:
+                        _memo[key] = sig
+                return sig
+            return super().resolve_function_type(func, args, kws)
+
+    view = object.__new__(View)
+    view.__dict__ = shared.__dict__
+    return view
