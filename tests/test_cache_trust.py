@@ -72,22 +72,35 @@ class Payload:
         return (open, (self.path, "w"))
 
 
+def math_numba_files(cache):
+    """Numba's files for the math library's functions (vmath), kernels' and overloads' both."""
+    from actdsl.backends import vmath
+    files = sorted(f for m in (vmath._F32, vmath._F64)
+                   for f in (cache / "__pycache__").glob(f"{m.__name__}.*.nb[ic]"))
+    assert any(f.suffix == ".nbi" for f in files) and any(f.suffix == ".nbc" for f in files)
+    return files
+
+
 def test_every_numba_file_is_sealed(cache):
     cache_dir, key = cache
-    for f in kernel_numba_files(cache_dir):
+    everything = sorted((cache_dir / "__pycache__").glob("*.nb[ic]"))
+    assert set(kernel_numba_files(cache_dir) + math_numba_files(cache_dir)) <= set(everything)
+    for f in everything:
         assert f.with_name(f.name + ".mac").exists(), f
     assert oct(cache_dir.stat().st_mode & 0o777) == "0o700"
     assert oct(key.stat().st_mode & 0o777) == "0o600"
     assert oct(key.parent.stat().st_mode & 0o777) == "0o700"
 
 
+@pytest.mark.parametrize("owner", [kernel_numba_files, math_numba_files])
 @pytest.mark.parametrize("which", [".nbi", ".nbc"])
-def test_planted_index_or_machine_code_never_runs(cache, tmp_path, which):
-    """Files replaced by pickles that run code when loaded: the next process runs none of it,
+def test_planted_index_or_machine_code_never_runs(cache, tmp_path, which, owner):
+    """Files replaced by pickles that run code when loaded, a kernel's or the math library's
+    (whose functions a new kernel loads from the cache): the next process runs none of it,
     computes the right numbers and rebuilds the files."""
     cache_dir, key = cache
     sentinel = tmp_path / "PWNED"
-    planted = [f for f in kernel_numba_files(cache_dir) if f.suffix == which]
+    planted = [f for f in owner(cache_dir) if f.suffix == which]
     for f in planted:
         f.write_bytes(pickle.dumps(Payload(sentinel)))
     # the payload is live: unpickling one file, as Numba would, runs it
@@ -95,6 +108,9 @@ def test_planted_index_or_machine_code_never_runs(cache, tmp_path, which):
                             str(planted[0])], capture_output=True, timeout=60)
     assert probe.returncode == 0 and sentinel.exists()
     sentinel.unlink()
+    if owner is math_numba_files:  # the kernel compiles again, so it needs the math functions
+        for f in kernel_numba_files(cache_dir):
+            f.unlink()
     run(cache_dir, key)
     assert not sentinel.exists()
     for f in planted:  # rebuilt by Numba and sealed again

@@ -28,8 +28,13 @@ from ..stable import SCALE_BANDS, SCALE_CAPS
 from .emit import TANHSHRINK
 
 #: FMA contraction only. Reassociation would undo the Cody-Waite reduction; nnan/ninf would
-#: break NaN and inf handling.
-JIT_OPTIONS = dict(fastmath={"contract"}, forceinline=True, error_model="numpy")
+#: break NaN and inf handling. Cached: Numba compiles an overload's implementation once per
+#: process and kind of caller (elementwise and row kernels have different flags), 0.05-0.45 s each
+#: (softplus with the exp it calls: 0.44 s) in every process that compiled a new kernel; from the
+#: cache it loads in milliseconds, its IR still there for LLVM to inline into the kernel. The files
+#: sit beside the math module's own and are checked and sealed with them (cache.numba_compiling);
+#: where the math modules live in memory (no usable cache directory), nothing is cached.
+JIT_OPTIONS = dict(fastmath={"contract"}, forceinline=True, error_model="numpy", cache=True)
 
 
 def _horner1(var: str, coeffs: list[float], T: str = "F") -> str:
@@ -523,6 +528,7 @@ def _dispatching(name, arity, by=None):
     (its Python function, compiled as the overload itself: a wrapper calling the typed
     dispatcher cost one more compile per function and type, 0.3 s of softmax's cold compile)."""
     f32, f64 = F32[name], F64[name]
+    options = {**JIT_OPTIONS, "cache": not any(m.__file__.startswith("<") for m in (_F32, _F64))}
 
     def pick(*args):
         deciding = args if by is None else (args[by],)  # ``by``: the argument whose float type picks
@@ -536,7 +542,7 @@ def _dispatching(name, arity, by=None):
         def stub(x):
             raise TypeError(f"vm.{name} is for Numba-compiled code")
 
-        @overload(stub, jit_options=JIT_OPTIONS)
+        @overload(stub, jit_options=options)
         def _ov(x):
             impl = pick(x)
             return None if impl is None else impl.py_func
@@ -544,7 +550,7 @@ def _dispatching(name, arity, by=None):
         def stub(a, b):
             raise TypeError(f"vm.{name} is for Numba-compiled code")
 
-        @overload(stub, jit_options=JIT_OPTIONS)
+        @overload(stub, jit_options=options)
         def _ov(a, b):
             impl = pick(a, b)
             return None if impl is None else impl.py_func
