@@ -653,3 +653,25 @@ def test_an_inline_max_min_or_clip_before_a_rowwise_term(backend):
         np.testing.assert_allclose(k(x), s, rtol=1e-12, err_msg=spec)
         want = s * (g - (g * s).sum(axis=-1, keepdims=True)) * dinner(x)
         np.testing.assert_allclose(k.vjp(x, g), want, rtol=1e-10, atol=1e-14, err_msg=spec)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_clip_of_a_small_composed_piecewise_value(backend):
+    """hardswish's clip after clip, softplus and a leaky formula: the input is small but
+    piecewise, so it goes into the clip through a placeholder (SymPy's Piecewise folded the
+    comparisons per branch for 1.3 s). Truth from the definitions, by mpmath, away from kinks."""
+    k = actdsl.compile("{clip(z, -1, 1)}+softplus+{(z > 0)*z + (z <= 0)*0.1*z}+hardswish",
+                       backend=backend)
+
+    def g(t):
+        u = min(max(t, -1), 1)
+        u = mpmath.log1p(mpmath.exp(u))
+        u = u if u > 0 else u / 10
+        return u * min(max(u + 3, 0), 6) / 6
+
+    xs = [-5.0, -0.7, -0.1, 0.3, 0.9, 4.0]
+    with mpmath.workdps(40):
+        want = [float(g(mpmath.mpf(x))) for x in xs]
+        slope = [float(mpmath.diff(g, mpmath.mpf(x))) for x in xs]
+    np.testing.assert_allclose(k(np.array(xs)), want, rtol=1e-14)
+    np.testing.assert_allclose(k.derivative(np.array(xs)), slope, rtol=1e-13, atol=1e-300)
