@@ -166,28 +166,38 @@ def _param_names(plan: Plan) -> list[str]:
     return [f"p{i}" for i in range(len(plan.params))]
 
 
-def _scalar_function(src: Source, name: str, args: list[str], expr: sp.Expr, plan: Plan,
-                     nan_input: bool = False):
-    """A scalar function (inlined into loops, and the body of the ufunc)."""
+def _scalar_body(expr: sp.Expr, plan: Plan, nan_input: bool = False) -> list[str]:
+    """The statements computing ``expr`` of one element ``z`` (and ``g``), the last ``return``."""
     em = NumbaEmitter({z: "z", n: "nf", sp.Symbol("g"): "g",
                        **{p: f"p{i}" for i, p in enumerate(plan.params)}}, anchor="z")
     lines, (out,) = em.block([expr])
     if nan_input:
         out = f"(z if z != z else {out})"
+    return [*em.prologue(), *lines, f"return {out}"]
+
+
+def _scalar_function(src: Source, name: str, args: list[str], body: list[str]):
+    """A scalar function: the body of the ufunc."""
     src(f"@wide.jit(fastmath={FLAT_FLAGS}, cache=True, forceinline=True, error_model='numpy')",
         f"def {name}({', '.join(args)}):")
     src.indent()
-    src(*em.prologue(), *lines, f"return {out}")
+    src(*body)
     src.dedent()
     src("")
 
 
-def _flat_loop(src: Source, name: str, scalar: str, inputs: list[str]):
+def _flat_loop(src: Source, name: str, body: list[str], inputs: list[str]):
+    """The loop over the flattened arrays, with the scalar body written into it, not called: a
+    called function is one more for Numba to type, lower and cache (about 50 ms of each
+    elementwise kernel's cold compile); LLVM inlined it anyway."""
     src(f"@wide.jit(fastmath={FLAT_FLAGS}, cache=True, nogil=True, error_model='numpy')",
         f"def {name}({', '.join(inputs)}, out):")
     src.indent()
     src("for i in range(out.size):")
-    src(f"    out[i] = {scalar}({', '.join(f'{a}[i]' for a in inputs)})")
+    src.indent()
+    src(*[f"{a} = {x}[i]" for a, x in zip(["z", "g"], inputs)])
+    src(*body[:-1], "out[i] = " + body[-1].removeprefix("return "))
+    src.dedent()
     src.dedent()
     src("")
 
@@ -198,13 +208,12 @@ def generate(plan: Plan, key: str) -> str:
     src(HEADER.format(key=key, vmath=vmath.MODULES, checks=ALIAS_CHECKS))
     params = _param_names(plan)
     if not plan.rowwise and not plan.params:
-        _scalar_function(src, "fwd", ["z"], plan.out, plan)
-        _scalar_function(src, "der", ["z"], plan.dout_dz, plan, nan_input=True)
-        _scalar_function(src, "vjp", ["z", "g"], times_g(plan.dout_dz, sp.Symbol("g")), plan,
-                         nan_input=True)
-        _flat_loop(src, "forward_flat", "fwd", ["x"])
-        _flat_loop(src, "derivative_flat", "der", ["x"])
-        _flat_loop(src, "vjp_flat", "vjp", ["x", "gy"])
+        forward = _scalar_body(plan.out, plan)
+        _scalar_function(src, "fwd", ["z"], forward)
+        _flat_loop(src, "forward_flat", forward, ["x"])
+        _flat_loop(src, "derivative_flat", _scalar_body(plan.dout_dz, plan, nan_input=True), ["x"])
+        _flat_loop(src, "vjp_flat", _scalar_body(times_g(plan.dout_dz, sp.Symbol("g")), plan,
+                                                 nan_input=True), ["x", "gy"])
         src("def make_ufunc():",
             "    return vectorize(['float32(float32)', 'float64(float64)'], cache=True)(fwd.py_func)",
             "")
