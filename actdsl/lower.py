@@ -78,11 +78,8 @@ def _rowwise_after(u: sp.Expr, apply) -> sp.Expr:
 def _applied(build, u: sp.Expr) -> sp.Expr:
     """``build(u)``: a term applied to the terms before it. A large ``u`` is put into the term
     built on a placeholder, without SymPy's evaluation of what holds it (derive.substitute); a
-    small one is built on directly, so that SymPy still simplifies relu(2) or tanh(0). A
-    piecewise ``u`` goes in through the placeholder too, however small: SymPy's Piecewise folds
-    comparisons of one into per-branch conditions, 1.3 s for hardswish's clip after
-    ``{clip(z, -1, 1)}+softplus+...`` (a 40-node input), and what it finds is no simpler."""
-    if budget.small(u) and not u.has(sp.Piecewise):
+    small one is built on directly, so that SymPy still simplifies relu(2) or tanh(0)."""
+    if budget.small(u):
         return build(u)
     placeholder = sp.Dummy("u", real=True)
     return derive.substitute(build(placeholder), placeholder, u)

@@ -657,9 +657,8 @@ def test_an_inline_max_min_or_clip_before_a_rowwise_term(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_clip_of_a_small_composed_piecewise_value(backend):
-    """hardswish's clip after clip, softplus and a leaky formula: the input is small but
-    piecewise, so it goes into the clip through a placeholder (SymPy's Piecewise folded the
-    comparisons per branch for 1.3 s). Truth from the definitions, by mpmath, away from kinks."""
+    """hardswish's clip after clip, softplus and a leaky formula (benchmarks/slow_specs.py's
+    compositions). Truth from the definitions, by mpmath, away from kinks."""
     k = actdsl.compile("{clip(z, -1, 1)}+softplus+{(z > 0)*z + (z <= 0)*0.1*z}+hardswish",
                        backend=backend)
 
@@ -675,3 +674,11 @@ def test_a_clip_of_a_small_composed_piecewise_value(backend):
         slope = [float(mpmath.diff(g, mpmath.mpf(x))) for x in xs]
     np.testing.assert_allclose(k(np.array(xs)), want, rtol=1e-14)
     np.testing.assert_allclose(k.derivative(np.array(xs)), slope, rtol=1e-13, atol=1e-300)
+
+
+def test_a_root_of_a_composed_abs_is_refused_with_our_error():
+    """Building hardswish's clip on a placeholder for every piecewise input (tried for compile
+    time) made SymPy fail inside its Piecewise constructor (an AssertionError) on this spec:
+    |leaky|**0.5 has a 1/0 at 0 on a whole branch, refused as before."""
+    with pytest.raises(actdsl.ParameterError, match="undefined on a whole branch"):
+        actdsl.compile("{(z > 0)*z + (z <= 0)*0.1*z}+tlin+{abs(z)**0.5}+{clip(z, -1, 1)}")
