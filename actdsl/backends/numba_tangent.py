@@ -12,7 +12,7 @@ import numpy as np
 
 from .emit import Source
 from .numba_cpu import (ALIAS_CHECKS, HEADER, ROW_FLAGS, NumbaEmitter, Runner, Storage, _names,
-                        _param_names, _reduction_passes, _row_prologue, compiling)
+                        _param_names, _reduction_passes, _row_prologue, bare_names, compiling)
 from ..derive import Plan
 from ..ir import RowMax
 from .. import cache, parallel, tangent as tg
@@ -86,7 +86,7 @@ def generate(plan: Plan, key: str) -> tuple[str, int]:
     _row_prologue(src, em, at)
     src.dedent()
     src("")
-    return src.text(), len(store)
+    return bare_names(src.text()), len(store)
 
 
 def _loop(src, em, store, p, params, exprs, prefix):
