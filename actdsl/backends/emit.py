@@ -21,6 +21,7 @@ from sympy.logic.boolalg import BooleanFalse, BooleanTrue
 from ..errors import ActdslError
 from ..derive import rebuild, replace_nodes
 from ..stable import FirstMax, Pick, Primitive
+from .shared import share
 
 
 #: Every word a generator writes into code: identifiers and string contents, split at "_" and
@@ -418,5 +419,4 @@ class Source:
 
     def text(self) -> str:
         """The source, each expression that it prints twice computed once (``shared.share``)."""
-        from .shared import share
         return share("\n".join(self.lines) + "\n")

@@ -173,31 +173,38 @@ def _run(run: list[ast.stmt], fresh, edits) -> None:
     if not any(c > 1 for c in count.values()):
         return
     temps: dict[int, str] = {}
+    reads = [0]  # repeats replaced by their names so far
 
     def rewrite(node, before):
+        """``node`` with each repeat read from its name; a repeat met the first time is computed
+        into a new name (appended to ``before``, its parts first)."""
+        k = keys.key.get(id(node))
+        repeat = k is not None and count.get(k, 0) > 1 and _candidate(keys, node)
+        if repeat and k in temps:
+            reads[0] += 1
+            return ast.Name(temps[k], ast.Load())
         for name, value in ast.iter_fields(node):
             if isinstance(value, ast.expr):
                 setattr(node, name, rewrite(value, before))
             elif isinstance(value, list):
-                value[:] = [rewrite(v, before) if isinstance(v, ast.expr) else v for v in value]
-                for v in value:
-                    if isinstance(v, ast.keyword):
+                for i, v in enumerate(value):
+                    if isinstance(v, ast.expr):
+                        value[i] = rewrite(v, before)
+                    elif isinstance(v, ast.keyword):
                         v.value = rewrite(v.value, before)
-        if isinstance(node, ast.expr) and _candidate(keys, node) and count[keys.key[id(node)]] > 1:
-            k = keys.key[id(node)]
-            if k not in temps:
-                temps[k] = next(fresh)
-                before.append(ast.Assign(targets=[ast.Name(temps[k], ast.Store())], value=node,
-                                         lineno=0))
+        if repeat:
+            temps[k] = next(fresh)
+            before.append(ast.Assign(targets=[ast.Name(temps[k], ast.Store())], value=node,
+                                     lineno=0))
+            reads[0] += 1
             return ast.Name(temps[k], ast.Load())
         return node
 
     for stmt in run:
         before: list[ast.stmt] = []
-        old = ast.unparse(stmt)
+        so_far = reads[0]
         stmt.value = rewrite(stmt.value, before)
-        new = ast.unparse(stmt)
-        if before or new != old:
+        if reads[0] > so_far:
             indent = " " * stmt.col_offset
             edits.append((stmt.lineno, stmt.end_lineno,
-                          [indent + ast.unparse(s) for s in before] + [indent + new]))
+                          [indent + ast.unparse(s) for s in before] + [indent + ast.unparse(stmt)]))

@@ -521,6 +521,9 @@ NAMES = ("exp", "expmul", "expm1", "log", "log1p", "tanh", "tanhshrink", "softsi
          "sech", "ncdf", "erf", "erfc", "pow2scale")
 F64 = {name: getattr(_F64, name) for name in NAMES}
 F32 = {name: getattr(_F32, name) for name in NAMES}
+#: the overloads' options: cached beside the math modules, where those are files
+_OVERLOAD_OPTIONS = {**JIT_OPTIONS,
+                     "cache": not any(m.__file__.startswith("<") for m in (_F32, _F64))}
 
 
 def _dispatching(name, arity, by=None):
@@ -528,7 +531,6 @@ def _dispatching(name, arity, by=None):
     (its Python function, compiled as the overload itself: a wrapper calling the typed
     dispatcher cost one more compile per function and type, 0.3 s of softmax's cold compile)."""
     f32, f64 = F32[name], F64[name]
-    options = {**JIT_OPTIONS, "cache": not any(m.__file__.startswith("<") for m in (_F32, _F64))}
 
     def pick(*args):
         deciding = args if by is None else (args[by],)  # ``by``: the argument whose float type picks
@@ -542,7 +544,7 @@ def _dispatching(name, arity, by=None):
         def stub(x):
             raise TypeError(f"vm.{name} is for Numba-compiled code")
 
-        @overload(stub, jit_options=options)
+        @overload(stub, jit_options=_OVERLOAD_OPTIONS)
         def _ov(x):
             impl = pick(x)
             return None if impl is None else impl.py_func
@@ -550,7 +552,7 @@ def _dispatching(name, arity, by=None):
         def stub(a, b):
             raise TypeError(f"vm.{name} is for Numba-compiled code")
 
-        @overload(stub, jit_options=options)
+        @overload(stub, jit_options=_OVERLOAD_OPTIONS)
         def _ov(a, b):
             impl = pick(a, b)
             return None if impl is None else impl.py_func

@@ -164,16 +164,16 @@ def _typing_view():
 
     class View(type(shared)):
         def resolve_function_type(self, func, args, kws):
-            if (not kws and isinstance(func, types.Function) and remembered(func)
-                    and all(isinstance(a, scalar) for a in args)):
-                key = (func, tuple(args))
-                sig = _memo.get(key)
-                if sig is None:
-                    sig = super().resolve_function_type(func, args, kws)
-                    if sig is not None:
-                        _memo[key] = sig
-                return sig
-            return super().resolve_function_type(func, args, kws)
+            if kws or not isinstance(func, types.Function):
+                return super().resolve_function_type(func, args, kws)
+            key = (func, tuple(args))
+            sig = _memo.get(key)  # (only what passed the test below is there)
+            if sig is None:
+                sig = super().resolve_function_type(func, args, kws)
+                if sig is not None and remembered(func) and all(isinstance(a, scalar)
+                                                                for a in args):
+                    _memo[key] = sig
+            return sig
 
     view = object.__new__(View)
     view.__dict__ = shared.__dict__
