@@ -2,6 +2,7 @@
 
     python benchmarks/torch_wrapper.py [--size 4096x4096] [--rounds 7]
     python benchmarks/torch_wrapper.py --train [--batch 128] [--hidden 512] [--steps 30] [--compiled]
+    python benchmarks/torch_wrapper.py --train --compiled --check-fairness   # A/A: torch both sides
 
 Forward (no grad) and forward+backward through autograd, medians of interleaved rounds.
 ``--train``: a small training loop (MLP in -> hidden -> hidden -> out, SGD, batch ``--batch``)
@@ -14,6 +15,7 @@ autograd (actdsl's eager path is such a Function).
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import time
 
@@ -32,12 +34,20 @@ TRAIN = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "softplus": torch.nn.Soft
          "softmax": lambda: torch.nn.Softmax(dim=-1)}
 
 
-def interleaved_medians(fns, rounds):
-    """Median milliseconds of each of ``fns``, timed in turn every round (so that a noisy moment
-    of a shared machine falls on all of them alike)."""
+def interleaved_medians(fns, rounds, seed=0):
+    """Median milliseconds of each of ``fns``, each timed once every round (so that a noisy moment
+    of a shared machine falls on all of them alike), in a new random order each round: in a fixed
+    order, what ran just before a call biased it. Measured with PyTorch's own module in both
+    columns (``--check-fairness``): in the fixed order eager-actdsl, eager-torch, compiled-actdsl,
+    compiled-torch, control, the compiled step timed right after an eager one took 4-7% longer
+    than the same step timed after a compiled one, which made actdsl look slower than it was."""
     times = [[] for _ in fns]
+    order = list(range(len(fns)))
+    rng = random.Random(seed)
     for _ in range(rounds):
-        for i, fn in enumerate(fns):
+        rng.shuffle(order)
+        for i in order:
+            fn = fns[i]
             t = time.perf_counter()
             fn()
             times[i].append((time.perf_counter() - t) * 1e3)
@@ -110,8 +120,8 @@ def train(args):
             torch._dynamo.reset()  # guards dropped)
         for mode in modes + ["control"]:
             steps = []
-            acts = (lambda: at.Activation(spec), own) if mode != "control" else \
-                (python_function(spec),)
+            ours = own if args.check_fairness else (lambda: at.Activation(spec))
+            acts = (ours, own) if mode != "control" else (python_function(spec),)
             for act in acts:
                 model = _mlp(act, 256, args.hidden)
                 opt = torch.optim.SGD(model.parameters(), lr=1e-3)
@@ -141,6 +151,9 @@ def main():
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--check-fairness", action="store_true",
+                    help="with --train: PyTorch's own module in the actdsl columns too (an A/A "
+                         "run: any ratio away from 1 is the measurement's bias)")
     args = ap.parse_args()
     if args.train:
         return train(args)
