@@ -55,7 +55,7 @@ def generate(plan: Plan, key: str) -> tuple[str, int]:
     D = len(plan.depths)
     store = _storage(plan)
     cols = ["P", "DP"] if params else []  # parameters and their tangents, a column per row
-    src(f"@wide.jit(fastmath={ROW_FLAGS}, cache=True, nogil=True, error_model='numpy')",
+    src(f"@wide.jit(fastmath={ROW_FLAGS}, cache=True, nogil=True, error_model='numpy', no_cfunc_wrapper=True)",
         f"def jvp_rows({', '.join(['X', 'GY', 'Y', *cols, 'T'])}):")
     src.indent()
     src("nn = X.shape[1]", "nf = vm.lit(X[0, 0], nn)")

@@ -522,7 +522,7 @@ NAMES = ("exp", "expmul", "expm1", "log", "log1p", "tanh", "tanhshrink", "softsi
 F64 = {name: getattr(_F64, name) for name in NAMES}
 F32 = {name: getattr(_F32, name) for name in NAMES}
 #: the overloads' options: cached beside the math modules, where those are files
-_OVERLOAD_OPTIONS = {**JIT_OPTIONS,
+_OVERLOAD_OPTIONS = {**JIT_OPTIONS, "no_cfunc_wrapper": True,  # only ever called from kernels
                      "cache": not any(m.__file__.startswith("<") for m in (_F32, _F64))}
 
 
