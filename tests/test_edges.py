@@ -682,3 +682,47 @@ def test_a_root_of_a_composed_abs_is_refused_with_our_error():
     |leaky|**0.5 has a 1/0 at 0 on a whole branch, refused as before."""
     with pytest.raises(actdsl.ParameterError, match="undefined on a whole branch"):
         actdsl.compile("{(z > 0)*z + (z <= 0)*0.1*z}+tlin+{abs(z)**0.5}+{clip(z, -1, 1)}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [5, 7, 12, 31, 64, 65, -6])
+def test_integer_powers_against_mpmath(n, dtype):
+    """``{z**n}`` on the Numba backend, where powers 5..64 of a name are written as binary
+    powering (products of squares) instead of Numba's integer power, and 65 still goes to
+    Numba's: the forward z**n and the VJP n z**(n-1) g against mpmath's exact powers, rounded
+    once to the dtype, within 4n ULP (one rounding per product); infinities, signs, zeros and
+    NaN as IEEE arithmetic gives them, overflow to ±inf and underflow to ±0 where the true
+    value is out of range."""
+    mpmath.mp.prec = 200
+    info = np.finfo(dtype)
+    big = float(info.max) ** (1 / abs(n))  # the largest magnitude whose power is finite
+    xs = [0.0, -0.0, 1.0, -1.0, 1.5, -0.7, 2.0, -3.25, 0.999, big * 0.98, -big * 0.98,
+          big * 1.05, -big * 1.05, 1 / big, np.inf, -np.inf, np.nan]
+    x = np.array(xs, dtype)
+    k = actdsl.compile(f"{{z**{n}}}", backend="numba")
+    g = np.full_like(x, 1.5)
+    got, dgot = quiet(k, x), quiet(k.vjp, x, g)
+    assert got.dtype == dtype and dgot.dtype == dtype
+    ulp_tol = 4 * abs(n)
+    for xi, yi, di in zip(x, got, dgot):
+        if np.isnan(xi):
+            assert np.isnan(yi) and np.isnan(di)
+            continue
+        for value, exact in ((yi, lambda t: t ** n), (di, lambda t: 1.5 * n * t ** (n - 1))):
+            if np.isinf(xi) or xi == 0:  # IEEE arithmetic's value, in float64
+                with np.errstate(all="ignore"):
+                    expect = exact(np.float64(xi))
+                assert value == expect, (n, xi, value, expect)
+                continue
+            true = exact(mpmath.mpf(float(xi)))
+            if abs(true) > info.max:
+                assert np.isinf(value) and np.sign(value) == mpmath.sign(true), (n, xi, value)
+            elif abs(true) < info.tiny:
+                # below the normal range: within a few subnormal steps, or 0 where a negative
+                # power's 1 / b**k had b**k overflow (Numba's integer power did the same)
+                assert (abs(float(value) - float(true)) <= ulp_tol * float(info.smallest_subnormal)
+                        or (n < 0 and value == 0)), (n, xi, value, true)
+            else:
+                want = dtype(float(true))
+                ulps = abs(float(value) - float(want)) / float(np.spacing(abs(want)))
+                assert ulps <= ulp_tol, (n, xi, value, want, ulps)

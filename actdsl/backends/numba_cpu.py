@@ -37,6 +37,22 @@ ROW_FLAGS = "{'reassoc', 'contract'}"
 FLAT_FLAGS = "{'contract'}"
 
 
+#: ``b ** n`` for a name ``b`` and 5 <= n <= this is written as multiplications (binary powering,
+#: Numba's own algorithm for an integer power): Numba compiles its integer power as a function of
+#: its own, 0.1 s on a kernel's first use in a process
+MAX_SQUARINGS_POWER = 64
+
+
+def squarings(b: str, n: int) -> str:
+    """``b ** n`` (n >= 1) as products of squares, the binary powering Numba's ``int_power``
+    does: the repeated squares are the same text, which ``shared.share`` computes once."""
+    if n == 1:
+        return b
+    half = squarings(b, n // 2)
+    square = f"({half} * {half})"
+    return f"({square} * {b})" if n % 2 else square
+
+
 class NumbaEmitter(Emitter):
     target = "numba"
     runtime = "vm"
@@ -124,6 +140,9 @@ class NumbaEmitter(Emitter):
                 b = self(e.base)
                 return "(" + " * ".join([b] * int(e.exp)) + ")"
             return f"vm.ipow{int(e.exp)}({self(e.base)})"
+        if e.exp.is_Integer and 5 <= int(e.exp) <= MAX_SQUARINGS_POWER and \
+                isinstance(e.base, sp.Symbol):
+            return squarings(self(e.base), int(e.exp))
         return super()._Pow(e)
 
     def sqrt(self, x):
