@@ -726,3 +726,50 @@ def test_integer_powers_against_mpmath(n, dtype):
                 want = dtype(float(true))
                 ulps = abs(float(value) - float(want)) / float(np.spacing(abs(want)))
                 assert ulps <= ulp_tol, (n, xi, value, want, ulps)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("spec", ["softmax", "log_softmax"])
+def test_softmax_exp_of_the_shifted_row_on_numba(spec, dtype):
+    """The Numba backend takes softmax's and log_softmax's exp(u - max u) with vmath's
+    exp_nonpos (no overflow checks: u - max u <= 0). Rows with ties, a -inf, a +inf, huge and
+    tiny spreads, against mpmath's definition (±inf as limits, NaN rows NaN), forward and VJP."""
+    mpmath.mp.prec = 200
+    big = float(np.finfo(dtype).max) / 4
+    rows = [[0.0, 0.0, 0.0, 0.0], [1.0, 2.0, 3.0, -1.0], [-np.inf, 0.0, 1.0, 2.0],
+            [np.inf, 0.0, 1.0, np.inf], [big, -big, 0.0, big / 2], [1e-30, -1e-30, 0.0, 5e-31],
+            [-80.0, -100.0, -120.0, -79.5], [np.nan, 1.0, 2.0, 3.0]]
+    x = np.array(rows, dtype)
+    dy = np.array([[0.5, -1.0, 2.0, 0.25]] * len(rows), dtype)
+    k = actdsl.compile(spec, backend="numba")
+    assert "vm_exp_nonpos(" in k.source and "vm_exp(" not in k.source
+    y, g = quiet(k, x), quiet(k.vjp, x, dy)
+
+    def truth(row):
+        u = [mpmath.mpf(float(v)) for v in row]
+        top = max(u)
+        if mpmath.isinf(top):  # the limit: the infinite maxima share the row
+            p = [mpmath.mpf(1) if v == top else mpmath.mpf(0) for v in u]
+            p = [v / sum(p) for v in p]
+        else:
+            e = [mpmath.exp(v - top) for v in u]
+            p = [v / sum(e) for v in e]
+        return p
+
+    for r, row in enumerate(rows):
+        if np.isnan(row).any():
+            assert np.isnan(y[r]).all() and np.isnan(g[r]).all()
+            continue
+        p = truth(row)
+        d = dy[r].astype(float)
+        if spec == "softmax":
+            want = [float(v) for v in p]
+            s = sum(mpmath.mpf(float(a)) * b for a, b in zip(d, p))
+            want_g = [float(pi * (mpmath.mpf(float(a)) - s)) for a, pi in zip(d, p)]
+        else:
+            want = [float(mpmath.log(v)) if v > 0 else -np.inf for v in p]
+            total = sum(mpmath.mpf(float(a)) for a in d)
+            want_g = [float(mpmath.mpf(float(a)) - pi * total) for a, pi in zip(d, p)]
+        tol = 64 * float(np.finfo(dtype).eps)
+        np.testing.assert_allclose(y[r], want, rtol=tol, atol=tol, err_msg=f"{spec} {row}")
+        np.testing.assert_allclose(g[r], want_g, rtol=tol, atol=tol, err_msg=f"{spec} {row}")
