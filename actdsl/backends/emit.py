@@ -40,7 +40,8 @@ VOCABULARY = frozenset("""
     expm expmul f fastmath finfo finite flat float floor for frexp forceinline forward from func fwd g getattr grid
     gridDim gridsize gu gufunc guvectorize gy h half i ia ib if ignore import in inf int io ipow
     j jit jvp k key ki kr lam lane large ldexp like lit log low lowest m make math max mid model n nan ncdf nf njit nn
-    neg no cfunc wrapper nogil nonpos not np nthr numba numpy nwarps o off ok or order out p minus plus pos pow py q r range reassoc return
+    neg no cfunc wrapper nogil nonpos not np nthr numba numpy nwarps o off ok or order out p minus plus pos
+    pow py q r range reassoc return
     row rowmax rows rowsum rt s scale scaled sech shape shared shfl shifted sigmoid sin sinh size small
     softplus softsign special sqrt square step sub sums sync syncthreads t take tan tanh
     tanhshrink threadIdx through tid times tiny tl u ufunc v va vb vectorize vjp vm vmath void warp where while
