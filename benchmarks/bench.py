@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -56,17 +57,24 @@ def median_ms(fn, repeat: int) -> float:
 SETTLE_S = 0.05
 
 
-def interleaved_ms(fns: dict, repeat: int) -> dict:
-    """Median ms of each callable, timed in rounds (each once per round, in turn): on a shared,
-    drifting machine this keeps the ratios between them honest. Each call starts after a pause
-    of SETTLE_S, untimed: JAX's worker threads keep spinning after a call, and measured here
-    they slowed whatever ran next (actdsl's softplus+norm:z: 24 ms alone, 31 to 36 ms right
-    after a JAX call, 24 ms after a 50 ms pause)."""
+def interleaved_ms(fns: dict, repeat: int, seed: int = 0) -> dict:
+    """Median ms of each callable, timed in rounds (each once per round): on a shared, drifting
+    machine this keeps the ratios between them honest. Each call starts after a pause of
+    SETTLE_S, untimed: JAX's worker threads keep spinning after a call, and measured here they
+    slowed whatever ran next (actdsl's softplus+norm:z: 24 ms alone, 31 to 36 ms right after a
+    JAX call, 24 ms after a 50 ms pause). The order is new each round (seeded): in a fixed order,
+    what ran just before a call still moved it, pause or not (torch.softmax into out=, 4096x4096
+    float32, timed right after actdsl's softmax 11.8-12.3 ms, right after np.copyto 9.0-9.1 ms,
+    in the same rounds)."""
     for f in fns.values():
         f()
     times = {k: [] for k in fns}
+    order = list(fns)
+    rng = random.Random(seed)
     for _ in range(repeat):
-        for k, f in fns.items():
+        rng.shuffle(order)
+        for k in order:
+            f = fns[k]
             time.sleep(SETTLE_S)
             t = time.perf_counter()
             f()

@@ -207,3 +207,29 @@ def test_compiling_the_same_text_again_returns_the_same_kernel(monkeypatch):
     assert actdsl.compile(" tanh + norm:z ", backend="numba") is k
     assert parsed == [" tanh + norm:z "]
     assert actdsl.compile("tanh+norm:z", backend="numpy") is not k
+
+
+def test_benchmark_times_in_random_order(monkeypatch):
+    """benchmarks/bench.py's timer: each call once a round, in an order that changes between
+    rounds (in a fixed order, what ran just before a call moved its time, pause or not), the
+    same order for the same seed."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).parent.parent / "benchmarks" / "bench.py"
+    spec = importlib.util.spec_from_file_location("_bench_under_test", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "SETTLE_S", 0.0)
+
+    def orders(seed):
+        calls = []
+        fns = {name: (lambda name=name: calls.append(name)) for name in "abcde"}
+        medians = bench.interleaved_ms(fns, 12, seed=seed)
+        assert set(medians) == set("abcde") and all(v >= 0 for v in medians.values())
+        calls = calls[5:]  # the warm-up calls each once, in order
+        return [tuple(calls[r * 5:(r + 1) * 5]) for r in range(12)]
+
+    rounds = orders(0)
+    assert all(sorted(r) == list("abcde") for r in rounds)
+    assert len(set(rounds)) > 6 and len({r[0] for r in rounds}) > 2
+    assert orders(0) == rounds
