@@ -57,7 +57,8 @@ def median_ms(fn, repeat: int) -> float:
 SETTLE_S = 0.05
 
 
-def interleaved_ms(fns: dict, repeat: int, seed: int = 0) -> dict:
+def interleaved_ms(fns: dict, repeat: int, seed: int = 0, settle: float | None = None,
+                   warm_up: bool = True) -> dict:
     """Median ms of each callable, timed in rounds (each once per round): on a shared, drifting
     machine this keeps the ratios between them honest. Each call starts after a pause of
     SETTLE_S, untimed: JAX's worker threads keep spinning after a call, and measured here they
@@ -65,9 +66,12 @@ def interleaved_ms(fns: dict, repeat: int, seed: int = 0) -> dict:
     JAX call, 24 ms after a 50 ms pause). The order is new each round (seeded): in a fixed order,
     what ran just before a call still moved it, pause or not (torch.softmax into out=, 4096x4096
     float32, timed right after actdsl's softmax 11.8-12.3 ms, right after np.copyto 9.0-9.1 ms,
-    in the same rounds)."""
-    for f in fns.values():
-        f()
+    in the same rounds). ``settle``: the pause (default SETTLE_S); ``warm_up``: call each once,
+    untimed, first. benchmarks/torch_wrapper.py times its training steps with this too."""
+    settle = SETTLE_S if settle is None else settle
+    if warm_up:
+        for f in fns.values():
+            f()
     times = {k: [] for k in fns}
     order = list(fns)
     rng = random.Random(seed)
@@ -75,7 +79,8 @@ def interleaved_ms(fns: dict, repeat: int, seed: int = 0) -> dict:
         rng.shuffle(order)
         for k in order:
             f = fns[k]
-            time.sleep(SETTLE_S)
+            if settle:
+                time.sleep(settle)
             t = time.perf_counter()
             f()
             times[k].append(time.perf_counter() - t)

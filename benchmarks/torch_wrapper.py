@@ -15,14 +15,16 @@ autograd (actdsl's eager path is such a Function).
 from __future__ import annotations
 
 import argparse
-import random
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 import actdsl.torch as at
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench import interleaved_ms  # noqa: E402
 
 PEERS = {"relu": F.relu, "softplus": F.softplus, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
          "gelu": F.gelu, "silu": F.silu, "elu": F.elu,
@@ -35,23 +37,14 @@ TRAIN = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "softplus": torch.nn.Soft
 
 
 def interleaved_medians(fns, rounds, seed=0):
-    """Median milliseconds of each of ``fns``, each timed once every round (so that a noisy moment
-    of a shared machine falls on all of them alike), in a new random order each round: in a fixed
-    order, what ran just before a call biased it. Measured with PyTorch's own module in both
-    columns (``--check-fairness``): in the fixed order eager-actdsl, eager-torch, compiled-actdsl,
+    """Median milliseconds of each of ``fns``, each timed once every round in a new random order
+    (``bench.interleaved_ms``, without its pause and warm-up: a training step is milliseconds).
+    In a fixed order, what ran just before a call biased it: with PyTorch's own module in both
+    columns (``--check-fairness``), in the order eager-actdsl, eager-torch, compiled-actdsl,
     compiled-torch, control, the compiled step timed right after an eager one took 4-7% longer
     than the same step timed after a compiled one, which made actdsl look slower than it was."""
-    times = [[] for _ in fns]
-    order = list(range(len(fns)))
-    rng = random.Random(seed)
-    for _ in range(rounds):
-        rng.shuffle(order)
-        for i in order:
-            fn = fns[i]
-            t = time.perf_counter()
-            fn()
-            times[i].append((time.perf_counter() - t) * 1e3)
-    return [statistics.median(t) for t in times]
+    ms = interleaved_ms(dict(enumerate(fns)), rounds, seed, settle=0.0, warm_up=False)
+    return [ms[i] for i in range(len(fns))]
 
 
 A = torch.ops.aten

@@ -36,9 +36,14 @@ from ..stable import FirstMax, Pick, Primitive, at_inf, shifted
 #: contraction gives FMAs. Never nnan/ninf: NaN and inf keep their meaning.
 ROW_FLAGS = "{'reassoc', 'contract'}"
 FLAT_FLAGS = "{'contract'}"
-#: every generated function's other options: no C-callable wrapper, as nothing passes a kernel
-#: as a first-class function value into other jitted code (Numba built one per function)
-KERNEL_OPTIONS = "error_model='numpy', no_cfunc_wrapper=True"
+
+
+def jit_line(flags: str, extra: str = "nogil=True", jit: str = "wide.jit") -> str:
+    """A generated function's decorator. Every one is cached, with NumPy's error model and no
+    C-callable wrapper: nothing passes a kernel as a first-class function value into other
+    jitted code, and Numba built one per function."""
+    extra = f"{extra}, " if extra else ""
+    return f"@{jit}(fastmath={flags}, cache=True, {extra}error_model='numpy', no_cfunc_wrapper=True)"
 
 
 #: ``b ** n`` for a name ``b`` and 5 <= n <= this is written as multiplications (binary powering,
@@ -202,7 +207,7 @@ def _scalar_body(expr: sp.Expr, plan: Plan, nan_input: bool = False) -> tuple[li
 
 def _scalar_function(src: Source, name: str, args: list[str], body: tuple[list[str], str]):
     """A scalar function: the body of the ufunc."""
-    src(f"@wide.jit(fastmath={FLAT_FLAGS}, cache=True, forceinline=True, {KERNEL_OPTIONS})",
+    src(jit_line(FLAT_FLAGS, "forceinline=True"),
         f"def {name}({', '.join(args)}):")
     src.indent()
     src(*body[0], f"return {body[1]}")
@@ -214,7 +219,7 @@ def _flat_loop(src: Source, name: str, body: tuple[list[str], str], inputs: list
     """The loop over the flattened arrays, with the scalar body written into it, not called: a
     called function is one more for Numba to type, lower and cache (about 50 ms of each
     elementwise kernel's cold compile); LLVM inlined it anyway."""
-    src(f"@wide.jit(fastmath={FLAT_FLAGS}, cache=True, nogil=True, {KERNEL_OPTIONS})",
+    src(jit_line(FLAT_FLAGS),
         f"def {name}({', '.join(inputs)}, out):")
     src.indent()
     src("for i in range(out.size):")
@@ -518,7 +523,7 @@ def _names(plan: Plan) -> dict:
 
 def _rows_header(src: Source, name: str, arrays: list[str], plan: Plan, params: list[str],
                  scratch: bool = False):
-    src(f"@wide.jit(fastmath={ROW_FLAGS}, cache=True, nogil=True, {KERNEL_OPTIONS})",
+    src(jit_line(ROW_FLAGS),
         f"def {name}({', '.join(arrays + (['P'] if params else []) + (['T'] if scratch else []))}):")
     src.indent()
     src("nn = X.shape[1]", "nf = vm.lit(X[0, 0], nn)")
@@ -676,7 +681,7 @@ def _rows_forward(src: Source, plan: Plan, params: list[str]):
     (out,) = _row_loop(body, em, store, len(plan.depths), params, [plan.out], prefix="t")
     body(f"y[j] = {out}")
     constants = em.prologue()
-    src(f"@wide.jit(fastmath={ROW_FLAGS}, cache=True, nogil=True, {KERNEL_OPTIONS})",
+    src(jit_line(ROW_FLAGS),
         f"def forward_rows(X, Y{', P' if params else ''}, T):")
     src.indent()
     src("nn = X.shape[1]", "nf = vm.lit(X[0, 0], nn)", *constants, "for i in range(X.shape[0]):")
@@ -688,7 +693,7 @@ def _rows_forward(src: Source, plan: Plan, params: list[str]):
     # the gufunc's row takes its parameters as the gufunc does, a column each: its loads
     # P[k, j] read Pk[j] (an array made in a gufunc broke Numba's later gufunc compiles: below)
     cols = "".join(f", P{p[1:]}" for p in params)
-    src(f"@njit(fastmath={ROW_FLAGS}, cache=True, {KERNEL_OPTIONS})",
+    src(jit_line(ROW_FLAGS, "", jit="njit"),
         f"def forward_row(x{cols}, y, T):")
     src.indent()
     src("nn = x.shape[0]", "nf = vm.lit(x[0], nn)", *constants,

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from .emit import Source
-from .numba_cpu import (ALIAS_CHECKS, HEADER, KERNEL_OPTIONS, ROW_FLAGS, NumbaEmitter, Runner,
-                        Storage, _names, _param_names, _reduction_passes, _row_prologue,
-                        bare_names, compiling)
+from .numba_cpu import (ALIAS_CHECKS, HEADER, ROW_FLAGS, NumbaEmitter, Runner, Storage, _names,
+                        _param_names, _reduction_passes, _row_prologue, bare_names, compiling,
+                        jit_line)
 from ..derive import Plan
 from ..ir import RowMax
 from .. import cache, parallel, tangent as tg
@@ -56,7 +56,7 @@ def generate(plan: Plan, key: str) -> tuple[str, int]:
     D = len(plan.depths)
     store = _storage(plan)
     cols = ["P", "DP"] if params else []  # parameters and their tangents, a column per row
-    src(f"@wide.jit(fastmath={ROW_FLAGS}, cache=True, nogil=True, {KERNEL_OPTIONS})",
+    src(jit_line(ROW_FLAGS),
         f"def jvp_rows({', '.join(['X', 'GY', 'Y', *cols, 'T'])}):")
     src.indent()
     src("nn = X.shape[1]", "nf = vm.lit(X[0, 0], nn)")
