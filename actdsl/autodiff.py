@@ -75,22 +75,25 @@ class AutodiffMixin:
         with _lock:
             second = self.__dict__.get("_second")
             if second is None:
-                from . import tangent
-                from .compiler import _backend_module, _safe_key
-                plan = dataclasses.replace(self.plan, out=self.plan.dout_dz,
-                                           dout_dz=tangent.second_derivative(self.plan))
-                # a copy of this kernel whose derivative code computes g'': the frontend's
-                # checks and device handling are the same
-                second = object.__new__(type(self))
-                second.__dict__.update(self.__dict__)
-                second.plan = plan
-                second.source, second._runner = _backend_module(self.backend).build(
-                    plan, _safe_key(self.text + "\x00second"))
-                second._columns_on_device = type(self._columns_on_device)()
-                self._second = second
+                second = self._second = _bounded(self._make_second)
         return second.derivative(x, axis=axis, stream=stream, order=1, **params)
 
     # -- plumbing ----------------------------------------------------------------------------
+    def _make_second(self):
+        from . import tangent
+        from .compiler import _backend_module, _safe_key
+        plan = dataclasses.replace(self.plan, out=self.plan.dout_dz,
+                                   dout_dz=tangent.second_derivative(self.plan))
+        # a copy of this kernel whose derivative code computes g'': the frontend's checks and
+        # device handling are the same
+        second = object.__new__(type(self))
+        second.__dict__.update(self.__dict__)
+        second.plan = plan
+        second.source, second._runner = _backend_module(self.backend).build(
+            plan, _safe_key(self.text + "\x00second"))
+        second._columns_on_device = type(self._columns_on_device)()
+        return second
+
     def _host_only(self, what: str, x):
         from .compiler import _lazy_kind, _on_cuda
         if _lazy_kind(x) is not None:
@@ -133,8 +136,8 @@ class AutodiffMixin:
             if runner is None:
                 from .backends.numba_tangent import TangentRunner
                 from .compiler import _safe_key
-                runner = self._numba_jvp = TangentRunner(self._runner, self.plan,
-                                                         _safe_key(self.text))
+                runner = self._numba_jvp = _bounded(
+                    lambda: TangentRunner(self._runner, self.plan, _safe_key(self.text)))
         return runner
 
     def _tangent_code(self) -> dict:
@@ -143,9 +146,16 @@ class AutodiffMixin:
             if code is None:
                 from .backends import numpy_tangent
                 from .compiler import _safe_key
-                _, code = numpy_tangent.build(self.plan, _safe_key(self.text))
+                _, code = _bounded(lambda: numpy_tangent.build(self.plan, _safe_key(self.text)))
                 self._tangent = code
         return code
+
+
+def _bounded(make):
+    """``make()`` under the compile's budgets and error rules: code for new derivatives is
+    symbolic work like a compile's (``compiler._bounded``)."""
+    from .compiler import _bounded as bounded
+    return bounded(make)
 
 
 def _floatish(x) -> bool:

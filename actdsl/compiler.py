@@ -84,10 +84,12 @@ def _bounded(make):
                           "memory") from None
     except ActdslError:
         raise
-    except (ArithmeticError, AttributeError, LookupError, TypeError, ValueError) as e:
+    except (ArithmeticError, AssertionError, AttributeError, LookupError, TypeError,
+            ValueError) as e:
         # SymPy refusing something a check above should have caught first: still ours to report
         # (LookupError: SymPy 1.14's Piecewise raised KeyError on relu of an undefined function
-        # of a 401-digit constant, found by test_hardening's fuzzing)
+        # of a 401-digit constant, found by test_hardening's fuzzing; AssertionError: its
+        # piecewise_fold asserts that a condition holds no Piecewise)
         raise ActdslError(f"actdsl cannot compile this spec: SymPy raised {type(e).__name__} "
                           f"({str(e)[:200]}); please report it with the spec") from e
 

@@ -31,7 +31,7 @@ except ImportError as e:  # pragma: no cover - depends on the installation
 from .backends import numpy as _numpy_backend, numpy_tangent as _tangent_backend
 from .backends.numpy_runtime import make as make_runtime
 from .cache import source_key
-from .compiler import compile as _compile
+from .compiler import _bounded, compile as _compile
 from .errors import ActdslError
 
 
@@ -79,7 +79,7 @@ def function(spec: str, axis: int = -1):
     k = _compile(spec)
     ns = _numpy_backend.load(k.source, source_key(k.source), xp=_Numpy(), runtime=RUNTIME,
                              tag="jax")
-    tangent_source = _tangent_backend.generate(k.plan)
+    tangent_source = _bounded(lambda: _tangent_backend.generate(k.plan))
     tns = _numpy_backend.load(tangent_source, source_key(tangent_source), xp=_Numpy(),
                               runtime=RUNTIME, tag="jax-tangent")
     params = list(k.params)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .derive import Plan, tidy, to_piecewise
+from .derive import Plan, _diff, tidy, to_piecewise
 from .ir import z
 
 #: ż, the tangent of the input; ġ, the tangent of the VJP's dL/dy
@@ -61,8 +61,11 @@ def out_tangent(plan: Plan) -> sp.Expr:
 
 def _d(expr: sp.Expr, s: sp.Symbol) -> sp.Expr:
     """∂expr/∂s with the kink convention: a first derivative may hold |u| (softsign's), which
-    becomes Piecewise before it is differentiated again (never sign or DiracDelta)."""
-    return tidy(to_piecewise(sp.diff(to_piecewise(expr), s)))
+    becomes Piecewise before it is differentiated again (never sign or DiracDelta). Taken by
+    derive's ``_diff``, which differentiates a Piecewise branch by branch without SymPy's
+    folding of conditions (SymPy's diff of a Piecewise whose conditions hold a Piecewise failed
+    inside SymPy on trel+{tanh(z)*softplus(z)}+prelu+norm:z+{min(z, 1)}+leaky_relu)."""
+    return tidy(to_piecewise(_diff(to_piecewise(expr), s)))
 
 
 def tangent(plan: Plan, expr: sp.Expr) -> sp.Expr:

@@ -169,6 +169,43 @@ def test_branches_on_row_statistics_compile_without_sympy_folding_them(eps):
     np.testing.assert_allclose(k.vjp(x, g), numeric, rtol=1e-5, atol=1e-7)
 
 
+RAISED = "trel+{tanh(z)*softplus(z)}+prelu+norm:z+{min(z, 1)}+leaky_relu"
+
+
+def _raised_definition(x, r):
+    u = np.clip(x, 0, 1)
+    u = np.tanh(u) * np.log1p(np.exp(u))
+    u = np.where(u > 0, u, r * u)
+    u = np.minimum(_norm_z(u, 1e-8), 1)
+    return np.where(u <= 0, 0.01 * u, u)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_a_spec_past_a_raised_budget_compiles_and_differentiates(backend):
+    """With the branch-condition budget raised, this spec (refused at the default) failed inside
+    SymPy: the Numba emitter rebuilt its branches with xreplace, whose Piecewise constructor
+    folds conditions (AttributeError from SymPy's simplifier), and forward mode differentiated
+    them with SymPy's diff (an AssertionError in piecewise_fold). Values against the definition;
+    the VJP and the JVP against central differences of it."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(3, 7)) * 2
+    r = np.linspace(-0.5, 0.5, 7)
+    with budget.limits(branch_conditions=1024):
+        k = actdsl.compile(RAISED, backend=backend)
+        np.testing.assert_allclose(k(x, r=r), _raised_definition(x, r), rtol=1e-12, atol=1e-14)
+        g, v = rng.normal(size=x.shape), rng.normal(size=x.shape)
+        h = 1e-6
+        f = lambda a: _raised_definition(a, r)  # noqa: E731
+        numeric = np.zeros_like(x)
+        for idx in np.ndindex(*x.shape):
+            step = np.zeros_like(x)
+            step[idx] = h
+            numeric[idx] = ((f(x + step) - f(x - step)) * g).sum() / (2 * h)
+        np.testing.assert_allclose(k.vjp(x, g, r=r), numeric, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(k.jvp(x, v, r=r), (f(x + h * v) - f(x - h * v)) / (2 * h),
+                                   rtol=1e-5, atol=1e-7)
+
+
 def test_raising_a_budget_lets_the_spec_through(monkeypatch):
     spec = "{" + "+".join(["z"] * 120) + "}"
     refused(spec, actdsl.BudgetError)

@@ -28,7 +28,7 @@ import sympy as sp
 
 from .emit import Emitter, Source
 from .. import budget
-from ..derive import Plan, _unevaluated, dz_parts, split_adjoint, times_g
+from ..derive import Plan, _unevaluated, dz_parts, replace_nodes, split_adjoint, times_g
 from ..ir import RowMax, RowShift, RowSum, n, z
 from ..stable import FirstMax, Pick, Primitive, at_inf, shifted
 
@@ -110,7 +110,10 @@ class NumbaEmitter(Emitter):
         # first assignment that uses it (its arguments use only assignments before that one),
         # and replaced everywhere, in branches or not
         rank = {sym: k for k, sym in enumerate(hoisted.values())}
-        body = {sym: _unevaluated(call, tuple(a.xreplace(hoisted) for a in call.args))
+        # (replace_nodes, not xreplace: xreplace rebuilds a Piecewise through its folding
+        # constructor, which simplifies conditions for seconds or fails inside SymPy)
+        memo: dict = {}
+        body = {sym: _unevaluated(call, tuple(replace_nodes(a, hoisted, memo) for a in call.args))
                 for call, sym in hoisted.items()}
         out, done = [], set()
 
@@ -123,8 +126,8 @@ class NumbaEmitter(Emitter):
             return value
 
         for sym, value in lets:
-            out.append((sym, emit_used(value.xreplace(hoisted))))
-        return out, [emit_used(e.xreplace(hoisted)) for e in reduced]
+            out.append((sym, emit_used(replace_nodes(value, hoisted, memo))))
+        return out, [emit_used(replace_nodes(e, hoisted, memo)) for e in reduced]
 
     def number(self, e) -> str:
         if e is sp.nan:
@@ -377,7 +380,8 @@ class Storage:
         return len(self.index)
 
     def replace(self, exprs):
-        return [e.xreplace(self.symbol) for e in exprs]
+        memo: dict = {}  # (not xreplace: see after_cse)
+        return [replace_nodes(e, self.symbol, memo) for e in exprs]
 
     def precompute(self, src: Source, em: NumbaEmitter, p: int, params: list[str]):
         """A loop storing the calls that reducing pass ``p`` computes first (none if no call)."""
@@ -400,7 +404,7 @@ class Storage:
         is loaded by the next, never computed again (once elu+log_softmax's exp pass computed
         expm1(z) a second time where the max pass had stored it)."""
         inner = {c: sym for c, sym in self.symbol.items() if c != call}
-        args = tuple(a.xreplace(inner) for a in call.args)
+        args = tuple(replace_nodes(a, inner) for a in call.args)
         return call if args == call.args else _unevaluated(call, args)
 
     def _loads(self, em: NumbaEmitter, p: int, exprs, computed=()) -> list[str]:
