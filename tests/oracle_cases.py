@@ -261,8 +261,8 @@ def row_truth_for(spec, dtype, row, dy):
     sts = od.stages(spec)
     eps = mp.mpf(float(np.finfo(dtype).eps))
 
-    def truth(rounder=None):
-        y, J, T = od.row_chain(sts, z, rounder)
+    def truth(rounder=None, at=z):
+        y, J, T = od.row_chain(sts, at, rounder)
         return y, _vjp_rows(y, J, dy), T
 
     y, g, T = od.robust(truth, z)
@@ -273,9 +273,18 @@ def row_truth_for(spec, dtype, row, dy):
         s_vjp = max(mp.fsum(abs(dy[i]) * T[i][j] for i in range(len(z))) for j in range(len(z)))
         allow_f = allow_v = od.ZERO
         if len(sts) > 1:
-            for rounder in (lambda v: mp.mpf(od.round_to(v, dtype)),
-                            lambda v: od.step(v, dtype, 1), lambda v: od.step(v, dtype, -1)):
-                y2, g2, _ = truth(lambda v: rounder(v) if mp.isfinite(v) else v)
+            # a stage's output rounded (or a step off) is what the next stage is given; the
+            # first stage's own input is moved by a step too, the conditioning allowance of the
+            # elementwise truths: the first stage rounds inside itself (gelu:tanh's exp argument,
+            # near -108 at z = -11, computed to 1e-14 absolute, puts 3e-14 relative into its
+            # tiny value, which the softmax after it carries into the VJP: about 220 ULP)
+            moved = [[od.step(v, dtype, d) if mp.isfinite(v) else v for v in z] for d in (1, -1)]
+            for rounder, at in ((lambda v: mp.mpf(od.round_to(v, dtype)), z),
+                                (lambda v: od.step(v, dtype, 1), z),
+                                (lambda v: od.step(v, dtype, -1), z),
+                                (None, moved[0]), (None, moved[1])):
+                y2, g2, _ = truth(rounder and (lambda v, r=rounder: r(v) if mp.isfinite(v) else v),
+                                  at)
                 allow_f = max(allow_f, max(abs(a - b) for a, b in zip(y2, y)))
                 allow_v = max(allow_v, max(abs(a - b) for a, b in zip(g2, g)))
     return (y, 16 * eps * s_fwd + 4 * allow_f + floor,
