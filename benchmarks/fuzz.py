@@ -4,6 +4,11 @@ and give a forward and a VJP; with a backend other than numpy, that both agree w
 backend's (a Numba VJP that loaded a value before computing it was found this way).
 
     python benchmarks/fuzz.py --seconds 300 [--backend numba]
+
+With budgets raised (as a user told by a BudgetError would), the paths behind them are fuzzed too:
+
+    ACTDSL_BUDGET_BRANCH_CONDITIONS=512 ACTDSL_BUDGET_EXPRESSION_NODES=80000 \
+        python benchmarks/fuzz.py --seconds 420 --backend numba
 """
 import argparse
 import random
