@@ -74,7 +74,8 @@ class AutodiffMixin:
                               "derivative; use vjp_vjp(x, dy, ddx) for Hessian-vector products")
         with _lock:
             second = self.__dict__.get("_second")
-            if second is None:
+            if second is None:  # (code for new derivatives: bounded like a compile)
+                from .compiler import _bounded
                 second = self._second = _bounded(self._make_second)
         return second.derivative(x, axis=axis, stream=stream, order=1, **params)
 
@@ -135,7 +136,7 @@ class AutodiffMixin:
             runner = self.__dict__.get("_numba_jvp")
             if runner is None:
                 from .backends.numba_tangent import TangentRunner
-                from .compiler import _safe_key
+                from .compiler import _bounded, _safe_key
                 runner = self._numba_jvp = _bounded(
                     lambda: TangentRunner(self._runner, self.plan, _safe_key(self.text)))
         return runner
@@ -145,17 +146,10 @@ class AutodiffMixin:
             code = self.__dict__.get("_tangent")
             if code is None:
                 from .backends import numpy_tangent
-                from .compiler import _safe_key
+                from .compiler import _bounded, _safe_key
                 _, code = _bounded(lambda: numpy_tangent.build(self.plan, _safe_key(self.text)))
                 self._tangent = code
         return code
-
-
-def _bounded(make):
-    """``make()`` under the compile's budgets and error rules: code for new derivatives is
-    symbolic work like a compile's (``compiler._bounded``)."""
-    from .compiler import _bounded as bounded
-    return bounded(make)
 
 
 def _floatish(x) -> bool:

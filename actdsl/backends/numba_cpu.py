@@ -28,7 +28,8 @@ import sympy as sp
 
 from .emit import Emitter, Source
 from .. import budget
-from ..derive import Plan, _unevaluated, dz_parts, replace_nodes, split_adjoint, times_g
+from ..derive import (Plan, _unevaluated, dz_parts, rebuild, replace_nodes, split_adjoint,
+                      times_g)
 from ..ir import RowMax, RowShift, RowSum, n, z
 from ..stable import FirstMax, Pick, Primitive, at_inf, shifted
 
@@ -1183,10 +1184,12 @@ def nonpositive_exps(plan: Plan) -> Plan:
         return (isinstance(e, sp.exp) and isinstance(e.args[0], shifted)
                 and tops.get(e.args[0].args[1]) == e.args[0].args[0])
 
+    memo: dict = {}  # (derive.rebuild: each shared part once, no Piecewise folded; not replace)
+
     def rewrite(e):
-        if not isinstance(e, sp.Basic) or not e.has(sp.exp):
+        if not isinstance(e, sp.Basic):
             return e
-        return e.replace(fits, lambda e: exp_nonpos(e.args[0]))
+        return rebuild(e, fits, lambda e: exp_nonpos(e.args[0]), memo=memo)
 
     def each(d: dict) -> dict:
         return {k: rewrite(v) for k, v in d.items()}
