@@ -773,3 +773,21 @@ def test_softmax_exp_of_the_shifted_row_on_numba(spec, dtype):
         tol = 64 * float(np.finfo(dtype).eps)
         np.testing.assert_allclose(y[r], want, rtol=tol, atol=tol, err_msg=f"{spec} {row}")
         np.testing.assert_allclose(g[r], want_g, rtol=tol, atol=tol, err_msg=f"{spec} {row}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_irrational_constant_factors_are_one_correctly_rounded_constant(backend, dtype):
+    """2 sqrt(2) z / sqrt(pi) (gelu:tanh's scale) is c z with c the exact product rounded once:
+    finite for every z whose true value is (computed as 2 sqrt(2) z, then divided by sqrt(pi),
+    it overflowed past max/2.83), within one rounding of mpmath, and the derivative is c."""
+    k = actdsl.compile("{2*sqrt(2)*z/sqrt(pi)}", backend=backend)
+    big = float(np.finfo(dtype).max) / 2
+    x = np.array([big, -big, 3.0, -1e-3], dtype=dtype)
+    y = k(x)
+    c = 2 * mpmath.sqrt(2) / mpmath.sqrt(mpmath.pi)
+    for xi, yi in zip(x, y):
+        want = np.array(float(c * mpmath.mpf(float(xi))), dtype=dtype)
+        assert np.isfinite(yi) and abs(yi - want) <= 2 * np.spacing(np.abs(want)), (xi, yi, want)
+    d = k.vjp(x, np.ones_like(x))
+    assert np.all(d == np.array(float(c), dtype=dtype))

@@ -281,6 +281,21 @@ class Emitter:
 
     def _Mul(self, e):
         coeff, factors = e.as_coeff_mul()
+        if coeff.is_Rational and any(f.is_number for f in factors):
+            # irrational constant factors (gelu's sqrt(2)/(2 sqrt(pi)), gelu:tanh's
+            # 2 sqrt(2)/sqrt(pi)) and the rational coefficient fold into one constant, correctly
+            # rounded from the exact product: one multiply where each was a multiply or a
+            # division per element (a division is several times a multiply's cost), one rounding
+            # where each rounded, and no overflow of a partial product (2 sqrt(2) x / sqrt(pi)
+            # overflowed past max/2.8, 1.6 x overflows only past max/1.6)
+            consts = [f for f in factors if f.is_number]
+            folded = sp.Mul(coeff, *consts).evalf(30)
+            if folded.is_real and folded.is_finite and folded != 0:
+                rest = [f for f in factors if not f.is_number]
+                if not rest:
+                    return self.number(folded)
+                rest = self(rest[0]) if len(rest) == 1 else self._Mul(sp.Mul(*rest))
+                return f"({self.number(folded)} * {rest})"
         num, den = [], []
         for f in factors:
             if f.is_Pow and f.exp.is_Rational and f.exp.is_negative:
