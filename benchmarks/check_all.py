@@ -1,6 +1,6 @@
 """actdsl.check on every built-in: the full grid (every binade) from the command line.
 
-    python benchmarks/check_all.py [--dtype float32] [--full] [--json FILE]
+    python benchmarks/check_all.py [--dtype float32] [--full] [--json FILE] [--keys gelu ...]
 
 Prints one line per key: the worst forward and derivative errors in ULP (elementwise) or in ε of
 the row's scale (row-wise) over the numpy and numba backends, and PASS/FAIL of every part.
@@ -21,8 +21,10 @@ def main(argv=None):
     ap.add_argument("--dtype", action="append", choices=["float32", "float64"])
     ap.add_argument("--full", action="store_true")
     ap.add_argument("--json")
+    ap.add_argument("--keys", nargs="+", help="only these specs (default: every built-in)")
     args = ap.parse_args(argv)
-    keys = [d.key if d.key != "maxout" else "maxout:3" for d in REGISTRY.definitions() if d.builtin]
+    keys = args.keys or [d.key if d.key != "maxout" else "maxout:3"
+                         for d in REGISTRY.definitions() if d.builtin]
     out, failed = [], 0
     print(f"{'key':<14}{'dtype':<9}{'fwd max':>9}{'fwd cond':>9}{'der max':>9}{'der cond':>9}"
           f"{'subnormal':>10}  result  s")

@@ -14,12 +14,17 @@ erf, erfc and the normal CDF, evaluated in float64 for both kinds (float32 round
 
 H lies in [0.43, 1/sqrt(pi)]: a series for erfc(x) exp(x^2) itself would tend to 0 and lose
 its relative accuracy to the rounding of its coefficients. float32's normal CDF has its own,
-one polynomial for every u = |x| (the polynomial and the products in float64, exp in float32):
+evaluated in float32 (the numba backend) in two pieces split at U0 = 11/16, where Phi(-u) is
+near 1/4, and M over every u >= 0 evaluated in float64 (actdsl.torch):
 
+    S(w) = (Phi(x) - 1/2)/x    w = x^2 <= U0^2                        degree 4
+    T(s) = M(t)                s = 2(t - t1)/(t2 - t1) - 1,            U0 <= u <= 15, degree 9
+                               t1, t2 = t at u = U0 and u = 15
     M(t) = (u + K) Phi(-u) exp(u^2/2)   t = (u-K)/(u+K)               u >= 0, degree 12
 
-M lies in [0.399, 1.5]. The others, evaluated in the kind's
-own type (degrees double / single):
+S as monomials in w; s is (ALPHA u + BETA)/(u + K), one multiply-add over the same denominator
+as t. M lies in [0.399, 1.5]. The others, evaluated in the kind's own type (degrees double /
+single):
 
     R(u) = (tanh(x) - x)/x^3   u = x^2 <= 0.3025 (|x| < 0.55)        tanh, 10 / 4
     Q(s) = log1p(t)/t          s = 2t - 1, 0 <= t <= 1               softplus, 20 / 10
@@ -93,6 +98,26 @@ def M(t):
     return (u + K) * mp.ncdf(-u) * mp.exp(u * u / 2)
 
 
+NCDF_U0, NCDF_UMAX = mp.mpf(11) / 16, mp.mpf(15)
+NCDF_T1, NCDF_T2 = (NCDF_U0 - K) / (NCDF_U0 + K), (NCDF_UMAX - K) / (NCDF_UMAX + K)
+#: s = A t + B maps [t1, t2] onto [-1, 1]; with t = (u-K)/(u+K), s = (ALPHA u + BETA)/(u + K)
+_A = 2 / (NCDF_T2 - NCDF_T1)
+_B = -2 * NCDF_T1 / (NCDF_T2 - NCDF_T1) - 1
+NCDF_ALPHA, NCDF_BETA = _A + _B, (_B - _A) * K
+
+
+def S(s):
+    w = (s + 1) * NCDF_U0 ** 2 / 2
+    if w == 0:
+        return 1 / mp.sqrt(2 * mp.pi)
+    x = mp.sqrt(w)
+    return (mp.ncdf(x) - mp.mpf(1) / 2) / x
+
+
+def T(s):
+    return M(NCDF_T1 + (s + 1) * (NCDF_T2 - NCDF_T1) / 2)
+
+
 def Q(s):
     t = (s + 1) / 2
     return mp.log1p(t) / t if t else mp.mpf(1)
@@ -153,6 +178,11 @@ def tables(kind):
     if single:
         d = monomial(chebyshev(M, 12))
         out["NCDF_M_SINGLE"] = (d, relative_error(d, M), 1)
+        w = NCDF_U0 ** 2
+        e = in_u(monomial(chebyshev(S, 4)), w)
+        out["NCDF_S_SINGLE"] = (e, relative_error(e, S, lambda s: (s + 1) * w / 2), w)
+        d = monomial(chebyshev(T, 9))
+        out["NCDF_T_SINGLE"] = (d, relative_error(d, T), 1)
     e = in_u(monomial(chebyshev(R, 4 if single else 10)))
     out[f"TANH_R_{kind.upper()}"] = (e, relative_error(e, R, lambda s: (s + 1) * TANH_U / 2, 201),
                                      TANH_U)
@@ -174,3 +204,6 @@ if __name__ == "__main__":
         print(f"{name} = ({', '.join(repr(float(a)) for a in d)})")
     print(f"ERF_K, ERF_T0 = {float(K)!r}, {float(T0)!r}")
     print(f"NCDF_K = {float(K)!r}")
+    if kind == "single":
+        print(f"NCDF_U0, NCDF_ALPHA, NCDF_BETA = {float(NCDF_U0)!r}, {float(NCDF_ALPHA)!r}, "
+              f"{float(NCDF_BETA)!r}")
