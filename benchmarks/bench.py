@@ -11,7 +11,8 @@ eager, JAX jit, numexpr, SymPy lambdify) against the others that do, a call writ
 preallocated array ("out=": ``k(x, out=y)``) against the peers that offer that (``np.tanh(x,
 out=)``, ``torch.tanh(x, out=)``, ``numexpr.evaluate(..., out=)``). Times are medians of
 ``--repeat`` rounds after one warm-up; in each round every call (and memcpy, and ``x.copy()``) runs
-once, in turn, so that a shared machine's drifting load falls on all alike. "x copy" divides by the
+once, in a new order, each after a 50 ms pause and a 3 ms wake-up of every core (``--no-wake``:
+without it), so that a shared machine's drifting load falls on all alike. "x copy" divides by the
 time np.copyto takes to move the same bytes; "new/(out= + copy's allocation)" is the allocating
 forward over the out= forward plus what ``x.copy()`` pays over ``np.copyto`` (page faults: the cost
 of a fresh result). The output starts with the CPU model, its vector extensions, the vector
@@ -28,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -55,10 +57,55 @@ def median_ms(fn, repeat: int) -> float:
 
 
 SETTLE_S = 0.05
+#: after the pause, every CPU is kept busy this long, untimed, right before the timed call: on
+#: this project's KVM guests a core idle for 50 ms or more wakes late (a thread handed work after
+#: a 50 ms pause started 1.4-3.6 ms later, after 20 ms 0.14 ms) and runs slower for a while (the
+#: same work 12 ms against 8), which charged every multi-threaded call (actdsl's, PyTorch's,
+#: JAX's) a cost that a loop calling it back to back never pays (gelu into out=, two threads:
+#: 5.1 ms called back to back, 9.9 ms after a 50 ms pause)
+WAKE_S = 0.003
+
+
+def _spinner():
+    from numba import njit
+
+    @njit(nogil=True, cache=False)
+    def spin(n):
+        s = 0.0
+        for _ in range(n):
+            s = s * 0.999999 + 1.0
+        return s
+
+    spin(1)
+    n = 1 << 16
+    while True:  # iterations for WAKE_S
+        t = time.perf_counter()
+        spin(n)
+        if time.perf_counter() - t > WAKE_S / 4:
+            break
+        n *= 2
+    n = int(n * WAKE_S / (time.perf_counter() - t))
+    return lambda: spin(n)
+
+
+_SPIN = None
+
+
+def wake_cores() -> None:
+    """Keep every CPU busy for about WAKE_S (GIL-free threads), then return."""
+    global _SPIN
+    if _SPIN is None:
+        _SPIN = _spinner()
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = [threading.Thread(target=_SPIN) for _ in range(cpus or 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 def interleaved_ms(fns: dict, repeat: int, seed: int = 0, settle: float | None = None,
-                   warm_up: bool = True) -> dict:
+                   warm_up: bool = True, wake: bool = True) -> dict:
     """Median ms of each callable, timed in rounds (each once per round): on a shared, drifting
     machine this keeps the ratios between them honest. Each call starts after a pause of
     SETTLE_S, untimed: JAX's worker threads keep spinning after a call, and measured here they
@@ -66,8 +113,10 @@ def interleaved_ms(fns: dict, repeat: int, seed: int = 0, settle: float | None =
     JAX call, 24 ms after a 50 ms pause). The order is new each round (seeded): in a fixed order,
     what ran just before a call still moved it, pause or not (torch.softmax into out=, 4096x4096
     float32, timed right after actdsl's softmax 11.8-12.3 ms, right after np.copyto 9.0-9.1 ms,
-    in the same rounds). ``settle``: the pause (default SETTLE_S); ``warm_up``: call each once,
-    untimed, first. benchmarks/torch_wrapper.py times its training steps with this too."""
+    in the same rounds). After the pause every CPU is woken (``wake_cores``, WAKE_S busy), so
+    that a call is timed on awake cores, as in a loop. ``settle``: the pause (default SETTLE_S);
+    ``warm_up``: call each once, untimed, first; ``wake``: wake the cores after the pause.
+    benchmarks/torch_wrapper.py times its training steps with this too."""
     settle = SETTLE_S if settle is None else settle
     if warm_up:
         for f in fns.values():
@@ -81,6 +130,8 @@ def interleaved_ms(fns: dict, repeat: int, seed: int = 0, settle: float | None =
             f = fns[k]
             if settle:
                 time.sleep(settle)
+                if wake:
+                    wake_cores()
             t = time.perf_counter()
             f()
             times[k].append(time.perf_counter() - t)
@@ -228,8 +279,9 @@ def run_speed(args) -> list[dict]:
     out = np.empty_like(x)
     table, out_table = load_peers(args.specs, dtype)
     rows = []
-    print(f"# {args.size}x{args.size} {dtype}, medians of {args.repeat} interleaved rounds. "
-          "'new': the call allocates its result; 'out=': it writes into a preallocated array "
+    woken = "cores woken before each call" if not args.no_wake else "no wake-up (--no-wake)"
+    print(f"# {args.size}x{args.size} {dtype}, medians of {args.repeat} interleaved rounds "
+          f"({woken}). 'new': the call allocates its result; 'out=': it writes into a preallocated array "
           "(only peers that offer that). 'x copy' = time / np.copyto's time for the same bytes.\n")
     header = (f"{'spec':<16} {'impl':<9} {'fwd new':>8} {'fwd out=':>8} {'x copy':>6}   "
               f"{'vjp new':>8} {'vjp out=':>8}")
@@ -254,7 +306,7 @@ def run_speed(args) -> list[dict]:
                 names.append(name)
         calls[("memcpy", "out", "f")] = lambda: np.copyto(out, x)
         calls[("x.copy()", "new", "f")] = lambda: x.copy()
-        timed = interleaved_ms(calls, args.repeat)
+        timed = interleaved_ms(calls, args.repeat, wake=not args.no_wake)
         copy_ms = timed[("memcpy", "out", "f")]  # this spec's rounds: the same load as the rest
         copy_new_ms = timed[("x.copy()", "new", "f")]
         results = {}
@@ -414,6 +466,8 @@ def main(argv=None):
     ap.add_argument("--specs", nargs="+", default=SPECS)
     ap.add_argument("--compile-only", action="store_true")
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--no-wake", action="store_true", help="time each call straight after the "
+                    "pause, on cores that may be asleep (see WAKE_S)")
     ap.add_argument("--compile-rounds", type=int, default=3,
                     help="cold/warm compile rounds, each in new processes with a new cache")
     ap.add_argument("--peak-gib", type=int, default=0, help="also measure peak memory on an array "
