@@ -7,7 +7,9 @@ derivative at ±inf once, at compile time (with the NumPy backend's code, in flo
 that gives NaN it takes the value at the largest finite float instead, which is the limit for
 every function that has settled by 1.8e308 (every built-in does, long before: the tests check
 them all, and compositions, against SymPy's limits). A value of magnitude above 1e300 there is
-taken as ±inf. The forward and derivative are then wrapped in :class:`~actdsl.stable.at_inf`,
+taken as ±inf. Where that value is NaN too (a polynomial factor that overflows against an exp
+that underflows: z exp(-3 z^4)'s derivative), the first of 1e300, 1e200, ..., 1e20 whose value
+the next one agrees with is taken. The forward and derivative are then wrapped in :class:`~actdsl.stable.at_inf`,
 which every backend prints as a select on ``z == ±inf``; nothing changes for finite inputs, and
 a spec whose formulas are already right at ±inf (most) is left exactly as it was.
 """
@@ -34,17 +36,37 @@ def _number(v: float):
     return sp.Float(float(v), 17)
 
 
-def _limit(at_inf_value: float, at_max: float):
+#: where the value at ±(largest float) is NaN too (z exp(-3 z^4)'s derivative: z^4 overflows,
+#: inf · 0), the formula is evaluated at these magnitudes, largest first, and the limit is the
+#: first value that the next one agrees with (a function settled by then)
+_LADDER = (1e300, 1e200, 1e100, 1e50, 1e30, 1e20)
+
+
+def _settled(a: float, b: float) -> bool:
+    if np.isnan(a) or np.isnan(b):
+        return False
+    if abs(a) > _BIG or abs(b) > _BIG:
+        return abs(a) > _BIG and abs(b) > _BIG and (a > 0) == (b > 0)
+    return abs(a - b) <= 1e-12 * max(abs(a), abs(b))
+
+
+def _limit(at_inf_value: float, at_max: float, ladder=()):
     """The value at ±inf as a SymPy number: the formula's own where it is a number, else the
-    value at ±(largest float); None when the formula's own is a number (no guard needed)."""
+    value at ±(largest float), else (NaN there too) the first settled value down ``ladder``
+    (the values at _LADDER's magnitudes); None when the formula's own is a number (no guard
+    needed)."""
     if not np.isnan(at_inf_value):
         return None
+    if np.isnan(at_max):
+        for a, b in zip(ladder, ladder[1:]):
+            if _settled(a, b):
+                return _number(a)
     return _number(at_max)
 
 
 def _at_ends(plan: Plan, fields: tuple[tuple[str, str], ...]) -> dict:
-    """{field: values at [-inf, inf, -max, max]} of the plan's generated NumPy functions, in
-    float64 (the module is run once and not kept, nor its source in linecache)."""
+    """{field: values at [-inf, inf, -max, max, -_LADDER..., _LADDER...]} of the plan's generated
+    NumPy functions, in float64 (the module is run once and not kept, nor its source in linecache)."""
     import linecache
 
     from .backends import numpy as npb
@@ -55,7 +77,7 @@ def _at_ends(plan: Plan, fields: tuple[tuple[str, str], ...]) -> dict:
     ns = npb.load(source, key, runtime=SCALAR_RUNTIME, tag="limits")
     linecache.cache.pop(f"<actdsl-limits-{key}>", None)
     big = np.finfo(np.float64).max
-    x = np.array([-np.inf, np.inf, -big, big])
+    x = np.array([-np.inf, np.inf, -big, big, *[-m for m in _LADDER], *_LADDER])
     out = {}
     for field, fn in fields:
         with np.errstate(all="ignore"):
@@ -67,7 +89,9 @@ def _at_ends(plan: Plan, fields: tuple[tuple[str, str], ...]) -> dict:
 def _guarded(expr: sp.Expr, v) -> sp.Expr | None:
     """``expr`` wrapped in at_inf where its values ``v`` at ±inf are NaN and a limit exists;
     None where nothing changes."""
-    lneg, lpos = _limit(v[0], v[2]), _limit(v[1], v[3])
+    n = len(_LADDER)
+    lneg = _limit(v[0], v[2], list(v[4:4 + n]))
+    lpos = _limit(v[1], v[3], list(v[4 + n:]))
     if (lneg is None and lpos is None) or (lneg is sp.nan and lpos is sp.nan):
         return None
     return at_inf(expr, z, _number(v[0]) if lneg is None else lneg,

@@ -64,6 +64,8 @@ INDEPENDENT = {
     "hardswish": Z * sp.Piecewise((0, Z <= -3), (1, Z >= 3), ((Z + 3) / 6, True)),
     "softsign": Z / (1 + sp.Abs(Z)),
     "{z*exp(-z)}": Z * sp.exp(-Z),
+    # its derivative (1 - 12 z^4) exp(-3 z^4) is NaN at ±(largest float) too (z^4 overflows)
+    "{z*exp(-3*z**4)}": Z * sp.exp(-3 * Z ** 4),
     "{z*sigmoid(z)}": Z / (1 + sp.exp(-Z)),
     "hardswish+silu": (lambda h: h / (1 + sp.exp(-h)))(
         Z * sp.Piecewise((0, Z <= -3), (1, Z >= 3), ((Z + 3) / 6, True))),
@@ -791,3 +793,35 @@ def test_irrational_constant_factors_are_one_correctly_rounded_constant(backend,
         assert np.isfinite(yi) and abs(yi - want) <= 2 * np.spacing(np.abs(want)), (xi, yi, want)
     d = k.vjp(x, np.ones_like(x))
     assert np.all(d == np.array(float(c), dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("spec,f,df", [
+    ("{exp(-z**2/2)}", lambda u: mpmath.exp(-u * u / 2), lambda u: -u * mpmath.exp(-u * u / 2)),
+    ("{z*exp(-3*z**4)}", lambda u: u * mpmath.exp(-3 * u ** 4),
+     lambda u: (1 - 12 * u ** 4) * mpmath.exp(-3 * u ** 4))])
+def test_exp_of_minus_a_square_on_numba(spec, f, df, dtype):
+    """exp(-c u^2k) (gelu's derivative) is vmath's exp_nonpos on the Numba backend (its argument is
+    at most 0, or NaN, for any float): values and derivatives against mpmath from 0 to where
+    the square overflows, ±inf and NaN; in the source, no exp with overflow checks. (Not at
+    finite z past where z^4 overflows: there the derivative (1 - 12 z^4) exp(-3 z^4) is inf * 0,
+    NaN on both backends.)"""
+    k = actdsl.compile(spec, backend="numba")
+    assert "vm_exp_nonpos(" in k.source and "vm_exp(" not in k.source
+    big = float(np.finfo(dtype).max)
+    x = [0.0, -0.0, 0.3, -1.0, 2.5, -7.0, 13.5, 40.0, 1e9, -1e9, np.inf, -np.inf]
+    if "4" not in spec:
+        x += [1e20, -1e30, big]
+    x = np.array(x, dtype)
+    y, d = quiet(k, x), quiet(k.vjp, x, np.ones_like(x))
+    eps = float(np.finfo(dtype).eps)
+    for xi, yi, di in zip(x, y, d):
+        u = mpmath.mpf(float(xi)) if np.isfinite(xi) else None
+        want = 0.0 if u is None else float(f(u))
+        want_d = 0.0 if u is None else float(df(u))
+        # the argument -c u^2k is rounded: an error of about |arg| ε in the exponent
+        arg = 0.0 if u is None else float(3 * u ** 4 if "4" in spec else u * u / 2)
+        tol = 8 * eps * (1 + min(arg, 1e30))
+        assert abs(yi - want) <= tol * abs(want) + 1e-300, (xi, yi, want)
+        assert abs(di - want_d) <= tol * abs(want_d) + 1e-300, (xi, di, want_d)
+    assert np.isnan(quiet(k, np.array([np.nan], dtype))).all()

@@ -1171,18 +1171,31 @@ class exp_nonpos(Primitive):
         return sp.exp(self.args[0])
 
 
+def _negative_square(u) -> bool:
+    """Whether ``u`` is -c times a product of even powers (c > 0 a number): at most 0, or NaN,
+    for any float values (read from its form, not asked of SymPy's assumptions)."""
+    if not isinstance(u, sp.Mul):
+        return False
+    coeff, factors = u.as_coeff_mul()
+    return (coeff.is_Number and coeff < 0 and bool(factors)
+            and all(f.is_Pow and f.exp.is_Integer and f.exp > 0 and f.exp % 2 == 0
+                    for f in factors))
+
+
 def nonpositive_exps(plan: Plan) -> Plan:
     """The plan with each ``exp(shifted(u, r))``, r the row maximum of that same u, as
     :class:`exp_nonpos`: u <= max u, so u - r is at most 0 (and 0 where they are equal, ±inf
     included; NaN where the row holds NaN). softmax's and log_softmax's exp are of this form: it
-    was two thirds of softmax's compute."""
+    was two thirds of softmax's compute. So is exp(-c u^2) (c > 0: gelu's derivative), whose
+    argument is at most 0 or NaN for any float u."""
     tops = {r.symbol: r.body for r in plan.reductions if r.kind in (RowMax, RowShift)}
-    if not tops:
-        return plan
 
     def fits(e) -> bool:
-        return (isinstance(e, sp.exp) and isinstance(e.args[0], shifted)
-                and tops.get(e.args[0].args[1]) == e.args[0].args[0])
+        if not isinstance(e, sp.exp):
+            return False
+        u = e.args[0]
+        return ((isinstance(u, shifted) and tops.get(u.args[1]) == u.args[0])
+                or _negative_square(u))
 
     memo: dict = {}  # (derive.rebuild: each shared part once, no Piecewise folded; not replace)
 
