@@ -20,7 +20,7 @@ import threading
 
 import sympy as sp
 
-from .errors import BudgetError
+from .errors import BudgetError, ParameterError
 
 #: name -> (default, what it bounds). The defaults leave every built-in, and compositions of a
 #: few terms, far inside; see docs/security.md for the figures behind them.
@@ -286,6 +286,55 @@ def power_fits(base: sp.Expr, exponent: sp.Expr) -> bool:
     e = abs(exponent.p) / exponent.q
     digits = b.p.bit_length() + b.q.bit_length()
     return e * abs(_log2(b.p) - _log2(b.q)) <= FLOAT_BITS and e * digits <= 2 ** 20
+
+
+def power_cheap(base: sp.Expr, exponent: sp.Expr) -> bool:
+    """Whether base**exponent, both exact numbers, is cheap to compute exactly (power_fits's cost
+    test without its float64 range test: 10**308 squared is cheap, and overflows to inf as a
+    float where it is used)."""
+    if not (base.is_Rational and exponent.is_Rational) or abs(base) in (0, 1):
+        return True
+    if abs(exponent.p) > 2 ** 40:
+        return False
+    b = abs(base)
+    return abs(exponent.p) / exponent.q * (b.p.bit_length() + b.q.bit_length()) <= 2 ** 20
+
+
+def costly_power(base, exponent):
+    """An exact number inside ``base`` that the exact ``exponent`` makes costly to raise
+    (``power_cheap``), or None: SymPy distributes a power over products and branches whenever
+    it builds or rebuilds one, and computes such a power exactly, in C, where no deadline can
+    stop it. An exponent that is a number but not an exact one (an unevaluated 10**400) counts
+    by its size."""
+    if not getattr(exponent, "is_number", False):
+        return None
+    if not exponent.is_Rational:
+        try:
+            size = abs(float(exponent.evalf(5)))
+        except (TypeError, ValueError, OverflowError):
+            size = math.inf
+        exponent = sp.Integer(2 ** 41) if not size <= 2 ** 40 else sp.Integer(math.ceil(size))
+    for r in sp.sympify(base, strict=True).atoms(sp.Rational):
+        if not power_cheap(r, exponent):
+            return r
+    return None
+
+
+def check_powers(expr, what: str) -> None:
+    """ParameterError where a power in ``expr`` is one :func:`costly_power` names."""
+    for p in sp.sympify(expr, strict=True).atoms(sp.Pow):
+        r = costly_power(p.base, p.exp)
+        if r is not None:
+            raise ParameterError(
+                f"{what} has a power with the exponent {short_number(p.exp)} of a term holding "
+                f"the number {short_number(r)}: raised to that power it is too large to compute "
+                "exactly; write a smaller exponent or smaller numbers")
+
+
+def short_number(r) -> str:
+    """An exact number as text for a message: its digits, or how many there are."""
+    text = str(r)
+    return text if len(text) <= 24 else f"<a number of {len(text)} digits>"
 
 
 def _log2(k: int) -> float:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 
+from . import budget
 from .errors import ActdslError, ParameterError
 from .registry import REGISTRY, Definition, Hyper, ParamDecl
 from .stable import stabilize, to_elementary
@@ -132,6 +133,7 @@ def register(name: str, expr, description: str = "", *, defaults: dict | None = 
                                  f"{type(v).__name__}")
         if not _finite(v):
             raise ParameterError(f"{name!r}: the value of {k!r} must be a finite float64 number")
+    budget.check_powers(expr, repr(name))
     symbols = {s.name: s for s in expr.free_symbols}
     unknown = set(symbols) - {"z"} - set(defaults) - set(learnable)
     if unknown:

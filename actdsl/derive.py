@@ -90,7 +90,14 @@ def replace_nodes(expr: sp.Expr, mapping: dict, memo: dict | None = None) -> sp.
 def power(a: sp.Expr, b: sp.Expr) -> sp.Expr:
     """a ** b, evaluated by SymPy only on small operands: its evaluation factors the exponent's
     terms (factor_terms walks the exponent as a tree), 19 s for a power tower over maxout:11,
-    and finds nothing to simplify in a large one."""
+    and finds nothing to simplify in a large one. Refused (ParameterError) where ``b`` is a
+    number that some exact number inside ``a`` cannot be raised to cheaply
+    (``budget.costly_power``): SymPy distributes a power over products and branches, here and
+    whenever it rebuilds one later (differentiation), and (10**308 (e^z - 1))**(2**81), from
+    elu(alpha=1e308)+{z ** 2 ** 3 ** 4}, computed 10**308 to the 2**81 exactly, in C, where the
+    compile deadline cannot stop it. (As Floats the constants gave inf · 0, NaN, where the
+    power is 0.)"""
+    budget.check_powers(sp.Pow(a, b, evaluate=False), "the spec")
     if budget.small(a, b):
         return a ** b
     return sp.Pow(a, b, evaluate=False)

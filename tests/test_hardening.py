@@ -245,6 +245,12 @@ def test_raising_a_budget_lets_the_spec_through(monkeypatch):
     ("{z * 10**10**8}", "too large to compute exactly"),
     ("{10**400*z}", "beyond float64's range"),
     ("{z * 2**-5000}", "beyond float64's range"),
+    # a huge exact exponent over a term holding an exact number: SymPy distributed the power
+    # and computed 10**308 to the 2**81 (or 40 to the 2**50, gelu's tails) in C, past any
+    # deadline (found by the fuzz test below: a hang of CI's)
+    ("elu(alpha=1e308)+{z ** 2 ** 3 ** 4}", "too large to compute exactly"),
+    ("elu(alpha=1e308)+{z ** 2 ** 3 ** 4}+maxout:3", "too large to compute exactly"),
+    ("gelu+{z ** 2**50}", "too large to compute exactly"),
 ])
 def test_numbers_past_float64_are_refused(spec, match):
     err = refused(spec, match=match)
@@ -368,7 +374,7 @@ def _safely(build):
     def make(*args):
         try:
             return build(*args)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # (SymPy's own float of a huge int)
             return sp.nan
     return make
 
@@ -379,8 +385,12 @@ EXPRS = st.recursive(
     lambda inner: st.one_of(
         st.builds(_safely(lambda a, b: a + b), inner, inner),
         st.builds(_safely(lambda a, b: a * b), inner, inner),
-        # unevaluated: SymPy would compute (10**400)**(10**400) here, in the strategy
-        st.builds(_safely(lambda a, b: sp.Pow(a, b, evaluate=False)), inner, inner),
+        # unevaluated: SymPy would compute (10**400)**(10**400) here, in the strategy; and
+        # never of two numbers, which SymPy evaluates exactly wherever such a power is an
+        # operand (a sum's flatten, Max's comparisons): in C, where it hung this test's own
+        # strategy once (stop 34)
+        st.builds(_safely(lambda a, b: sp.nan if a.is_number and b.is_number
+                          else sp.Pow(a, b, evaluate=False)), inner, inner),
         st.builds(_safely(sp.exp), inner), st.builds(_safely(sp.Max), inner, inner),
         st.builds(_safely(lambda a: sp.Function("counter")(a)), inner),
         st.builds(_safely(lambda a: sp.Piecewise((a, a > 0), (0, True))), inner)),
@@ -496,3 +506,23 @@ def test_a_deadline_past_its_time_raises_once_and_never_later():
         while time.perf_counter() - t < 1.5:  # Python work past the second, outside a compile
             pass
 
+
+
+def test_a_custom_power_too_large_to_compute_is_refused_at_registration():
+    """(10**400 z)**(10**400), unevaluated, as a custom activation: SymPy would distribute the
+    power when actdsl substitutes into it and compute 10**400 to the 10**400 in C (the custom
+    fuzz test's hang); refused at registration instead, and a cheap power still compiles."""
+    z = sp.Symbol("z")
+    big = sp.Integer(10) ** 400
+    for expr in (sp.Pow(big * z, big, evaluate=False),
+                 sp.Pow(sp.Rational(1, 3) * z, sp.Pow(10, 400, evaluate=False), evaluate=False)):
+        t = time.perf_counter()
+        with pytest.raises(actdsl.ParameterError, match="too large to compute exactly"):
+            actdsl.register("fuzzed_power", expr, replace=True)
+        assert time.perf_counter() - t < HANG
+    actdsl.register("fuzzed_power", sp.Rational(1, 3) * z ** 3, replace=True)
+    try:
+        y = actdsl.compile("fuzzed_power+relu")(np.array([-1.0, 2.0]))
+        assert np.allclose(y, [0.0, 8.0 / 3.0])
+    finally:
+        actdsl.unregister("fuzzed_power")
