@@ -276,22 +276,18 @@ def power_fits(base: sp.Expr, exponent: sp.Expr) -> bool:
     """Whether base**exponent, both exact numbers, is cheap to compute exactly and within
     float64's range; 0, 1 and -1 as base always fit (SymPy's exact powers take time and memory in
     proportion to the digits of the result: 9**9**9 has 370 million)."""
-    if not (base.is_Rational and exponent.is_Rational):
+    if not power_cheap(base, exponent):
+        return False
+    if not (base.is_Rational and exponent.is_Rational) or abs(base) in (0, 1):
         return True
     b = abs(base)
-    if b in (0, 1):
-        return True
-    if abs(exponent.p) > 2 ** 40:
-        return False
-    e = abs(exponent.p) / exponent.q
-    digits = b.p.bit_length() + b.q.bit_length()
-    return e * abs(_log2(b.p) - _log2(b.q)) <= FLOAT_BITS and e * digits <= 2 ** 20
+    return abs(exponent.p) / exponent.q * abs(_log2(b.p) - _log2(b.q)) <= FLOAT_BITS
 
 
 def power_cheap(base: sp.Expr, exponent: sp.Expr) -> bool:
-    """Whether base**exponent, both exact numbers, is cheap to compute exactly (power_fits's cost
-    test without its float64 range test: 10**308 squared is cheap, and overflows to inf as a
-    float where it is used)."""
+    """Whether base**exponent, both exact numbers, is cheap to compute exactly (power_fits without
+    its float64 range test: 10**308 squared is cheap, and overflows to inf as a float where it
+    is used)."""
     if not (base.is_Rational and exponent.is_Rational) or abs(base) in (0, 1):
         return True
     if abs(exponent.p) > 2 ** 40:
