@@ -39,6 +39,7 @@ from .derive import to_piecewise
 from .errors import ActdslError
 from .ir import RowMax, RowReduction, RowSum, n, z
 from .stable import Primitive, pow2scale, to_elementary
+from .stage import Stage
 
 DIGITS = 50
 BOUNDS = {"forward": 4.0, "derivative": 8.0, "vjp": 8.0}
@@ -119,6 +120,7 @@ class MpEvaluator:
         self.env = env
         self.row = row
         self.cache = {} if cache is None else cache  # row reductions, computed once per row
+        self.stages: dict = {}  # stage nodes (actdsl.stage) at this env
 
     def __call__(self, e):
         if isinstance(e, sp.Symbol):
@@ -148,6 +150,11 @@ class MpEvaluator:
             return mpmath.nan
         if isinstance(e, RowReduction):
             return self.reduce(e)
+        if isinstance(e, Stage):  # its body at its arguments' values, once per node and env
+            if e not in self.stages:
+                env = {**self.env, **dict(zip(type(e).formals, [self(a) for a in e.args]))}
+                self.stages[e] = MpEvaluator(env, self.row, {})(type(e).body)
+            return self.stages[e]
         if isinstance(e, Primitive):
             return self._primitives[type(e).__name__](*[self(a) for a in e.args])
         if isinstance(e, sp.log):

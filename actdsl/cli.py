@@ -71,11 +71,21 @@ def _show(args) -> int:
     from .docs import text
     from .textbook import formulas, value_text
     k = compile_spec(args.spec, backend=args.backend)
+    print(f"spec:       {k.text}")
+    print(f"kind:       {'row-wise' if k.rowwise else 'elementwise'}")
+    if k.staged:  # too large for one formula: its terms', applied left to right
+        print("compiled term by term (actdsl.stage); its terms, applied left to right:")
+        for term in k.spec.terms:
+            print(f"term:       {term}")
+            for d in (False, True):
+                formula = latex(str(term), derivative=d) if args.latex else text(str(term), d)
+                print(_indent(formula))
+        for p in k.params:
+            print(f"parameter:  {p.name}, shape per unit {p.shape}: {p.description}")
+        return 0
     f = formulas(k.text)
     shown = (lambda d: latex(k.text, derivative=d)) if args.latex else (
         lambda d: text(k.text, derivative=d))
-    print(f"spec:       {k.text}")
-    print(f"kind:       {'row-wise' if k.rowwise else 'elementwise'}")
     print(f"g(z):\n{_indent(shown(False))}")
     what = "Jacobian entry ∂y_i/∂z_j" if k.rowwise else "derivative g'(z)"
     print(f"{what}:\n{_indent(shown(True))}")

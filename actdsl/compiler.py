@@ -22,6 +22,7 @@ from .ir import IR
 from .limits import guard as guard_limits
 from .lower import lower
 from .registry import REGISTRY
+from .stage import plain_or_staged
 from .syntax import parse
 
 BACKENDS = ("numpy", "numba", "cuda")
@@ -165,17 +166,23 @@ class Kernel(AutodiffMixin):
         self.spec = spec
         self.text = str(spec)
         self.backend = backend
-        self.ir: IR = lower(spec, text)
-        self.plan = guard_limits(make_plan(self.ir))
-        self.rowwise = self.plan.rowwise
         module = _backend_module(backend)
-        self.source, self._runner = module.build(self.plan, _safe_key(self.text))
-        budget.check_source(self.source)
+        # the plain lowering, or where that is over a budget, the terms as stages (actdsl.stage):
+        # linear where the plain expression grows exponentially
+        plain_or_staged(lambda staged: self._build(spec, text, module, staged))
         # the Numba backend's path for small arrays (None: every call goes through the checks
         # below)
         self._fast_forward = getattr(self._runner, "fast_forward", None)
         self._fast_vjp = getattr(self._runner, "fast_vjp", None)
         self._columns_on_device: OrderedDict = OrderedDict()  # cuda: parameters on the device
+
+    def _build(self, spec: Spec, text: str, module, staged: bool) -> None:
+        self.ir: IR = lower(spec, text, staged=staged)
+        self.plan = guard_limits(make_plan(self.ir))
+        self.rowwise = self.plan.rowwise
+        self.staged = staged
+        self.source, self._runner = module.build(self.plan, _safe_key(self.text))
+        budget.check_source(self.source)
 
     def __repr__(self) -> str:
         return f"<actdsl.Kernel {self.text!r} backend={self.backend}>"

@@ -9,13 +9,18 @@ from .backends.latex import to_latex
 from .derive import make_plan
 from .lower import lower
 from .registry import REGISTRY
+from .stage import plain_or_staged
 from .syntax import parse
 
 
 @functools.lru_cache(maxsize=256)
 def _lowered(text: str, generation: int):
-    ir = lower(parse(text), text)
-    return ir, make_plan(ir)
+    spec = parse(text)
+
+    def build(staged):
+        ir = lower(spec, text, staged=staged)
+        return ir, make_plan(ir)
+    return plain_or_staged(build)
 
 
 def latex(spec: str, derivative: bool = False) -> str:

@@ -10,10 +10,11 @@ import sympy as sp
 
 from .ast import BinOp, Call, Formula, Neg, Num, Spec, Term, Var, format_value
 from .errors import ActdslError, ParameterError, UnknownActivationError, caret_picture, close_names
-from .ir import IR, Param, RowMax, RowSum, n, reductions, row_mean, row_std, row_var, z
+from .ir import (IR, Param, RowMax, RowReduction, RowSum, n, reductions, row_mean, row_std, row_var,
+                 z)
 from .limits import guard_input
 from .registry import REGISTRY, Definition, Hyper
-from . import budget, derive, stable
+from . import budget, derive, stable, stage
 from .stable import sqrt0
 
 
@@ -25,13 +26,20 @@ def exact(value) -> sp.Expr:
     return sp.Rational(f.numerator, f.denominator)
 
 
-def lower(spec: Spec, text: str = "") -> IR:
-    u, shown = z, z
+def lower(spec: Spec, text: str = "", staged: bool = False) -> IR:
+    """The spec as one expression. ``staged``: the input of each term after the first, where it
+    holds branches, row reductions or many nodes, as a :mod:`~actdsl.stage` node (for specs that
+    are over a compile budget lowered the plain way)."""
+    u = z
     params: list[Param] = []
+    displays = []  # each term's display, built on the display of the terms before it
     if len(spec.terms) > budget.limit("terms"):
         raise budget.exceeded("terms", "this spec", len(spec.terms))
     for index, term in enumerate(spec.terms):
         where = caret_picture(text, *term.pos) if text and term.pos else ""
+        if staged and _worth_a_stage(u):
+            _check_constants(u)
+            u = stage.make(u, index)
         # before each term, not after: one more term can cost many times what the last did
         conditions = budget.check_expression(u, f"the spec up to term {index + 1}", where)
         if isinstance(term, Formula):
@@ -39,7 +47,7 @@ def lower(spec: Spec, text: str = "") -> IR:
             if u.has(sp.I, sp.zoo):
                 raise ParameterError("this formula is complex or undefined for every z (sqrt(-1), "
                                      f"1/0): activations are real functions{_where(where)}")
-            shown = _applied(lambda v: formula(term.expr, v, where, display=True), shown)
+            displays.append(lambda v, e=term.expr, where=where: formula(e, v, where, display=True))
             continue
         d = REGISTRY.lookup(term.key, context=where)
         hyper, fixed = _arguments(d, term, where)
@@ -58,10 +66,22 @@ def lower(spec: Spec, text: str = "") -> IR:
         exact_hyper = {k: (v if isinstance(v, int) and d.hyper_named(k).integer else exact(v))
                        for k, v in hyper.items()}
         u = _rowwise_after(u, lambda v: _applied(lambda w: d.build(w, exact_hyper, symbols), v))
-        shown = _applied(lambda v: (d.display or d.build)(v, exact_hyper, symbols), shown)
+        displays.append(lambda v, f=d.display or d.build, h=exact_hyper, s=symbols: f(v, h, s))
     budget.check_expression(u)
     _check_constants(u)
+    # the display last: SymPy simplifies it as it is built (seconds for some compositions of
+    # branches), which a spec over the budget need not wait for
+    shown = z
+    for display in displays:
+        shown = _applied(display, shown, not staged)
     return IR(u, tuple(params), shown)
+
+
+def _worth_a_stage(u: sp.Expr) -> bool:
+    """Whether the terms so far hold what the next term would repeat (branches, row statistics)
+    or are large; a small smooth input (tanh(z)) is built on directly, as when not staged."""
+    return u != z and (not budget.small(u) or u.has(sp.Piecewise, sp.Max, sp.Min, sp.Abs, sp.sign,
+                                                    stable.FirstMax, RowReduction))
 
 
 def _rowwise_after(u: sp.Expr, apply) -> sp.Expr:
@@ -75,11 +95,14 @@ def _rowwise_after(u: sp.Expr, apply) -> sp.Expr:
     return out
 
 
-def _applied(build, u: sp.Expr) -> sp.Expr:
+def _applied(build, u: sp.Expr, simplify: bool = True) -> sp.Expr:
     """``build(u)``: a term applied to the terms before it. A large ``u`` is put into the term
     built on a placeholder, without SymPy's evaluation of what holds it (derive.substitute); a
-    small one is built on directly, so that SymPy still simplifies relu(2) or tanh(0)."""
-    if budget.small(u):
+    small one is built on directly, so that SymPy still simplifies relu(2) or tanh(0).
+    ``simplify=False`` (a staged spec's display): a ``u`` with branches is put in too (SymPy's
+    Piecewise folds a comparison of branches through solve_univariate_inequality: 0.8 s of
+    tlin's in ``{max(z, 0)**2}+trec+sparse_plus+tlin+norm:std``)."""
+    if budget.small(u) and (simplify or not u.has(sp.Piecewise, sp.Max, sp.Min, sp.Abs)):
         return build(u)
     placeholder = sp.Dummy("u", real=True)
     return derive.substitute(build(placeholder), placeholder, u)

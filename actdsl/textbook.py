@@ -29,6 +29,8 @@ from .derive import derivative as elementwise_derivative, i_index, j_index, jaco
 from .derive import make_plan, to_piecewise, z_i, z_j
 from .ir import IR, RowReduction, RowShift, RowSum, n, z
 from .stable import EVALUATED_PIECES, Primitive, shifted, sigmoid, sqrt0, tanh
+from .errors import ActdslError
+from .stage import Stage
 
 y = sp.Symbol("y", real=True)
 y_i, y_j = sp.Symbol("y_i", real=True), sp.Symbol("y_j", real=True)
@@ -396,6 +398,10 @@ def _plain_name(expr_g: sp.Expr):
 def _formulas(text: str, generation: int) -> Formulas:
     from .docs import _lowered
     ir, plan = _lowered(text, generation)
+    if ir.expr.atoms(Stage):
+        raise ActdslError(f"{text!r} is too large to print as one formula (it is compiled term by "
+                          "term: actdsl.stage); print its terms one at a time (actdsl show "
+                          "shows each)")
     (expr, shown), constants = name_constants(ir.expr, ir.display)
     expr, display = unguarded(expr), unguarded(shown)
     rowwise = plan.rowwise

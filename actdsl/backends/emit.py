@@ -21,6 +21,7 @@ from sympy.logic.boolalg import BooleanFalse, BooleanTrue
 from ..errors import ActdslError
 from ..derive import rebuild, replace_nodes
 from ..stable import FirstMax, Pick, Primitive
+from ..stage import stages_in
 from .shared import share
 
 
@@ -163,9 +164,28 @@ class Emitter:
     def block(self, exprs: list[sp.Expr], prefix: str = "t") -> tuple[list[str], list[str]]:
         """Assignments, then each expression's text: every :class:`~actdsl.stable.FirstMax` as a
         scan over its pieces first (:meth:`scans`), then common subexpressions."""
+        staged, exprs = self.stages(exprs, prefix)
         lines, exprs = self.scans(exprs, prefix)
         more, texts = self._block(exprs, prefix)
-        return lines + more, texts
+        return staged + lines + more, texts
+
+    def stages(self, exprs: list, prefix: str) -> tuple[list[str], list]:
+        """Each :class:`~actdsl.stage.Stage` in ``exprs`` as an assignment of its value (innermost
+        first, each once), and the expressions with the assigned names in their place."""
+        order = stages_in(exprs)
+        if not order:
+            return [], exprs
+        lines, mapping = [], {}
+        for node in order:
+            value = replace_nodes(node.value(), mapping, {})
+            more, (text,) = self.block([value], prefix)
+            name = sp.Symbol(f"_{prefix}{next(self._counter)}", real=True)
+            self.names[name] = name.name
+            lines += more + [f"{name.name} = {text}"]
+            mapping[node] = name
+        memo: dict = {}
+        return lines, [replace_nodes(e, mapping, memo) if isinstance(e, sp.Basic) else e
+                       for e in exprs]
 
     def scans(self, exprs: list[sp.Expr], prefix: str) -> tuple[list[str], list[sp.Expr]]:
         """Each FirstMax(a_0, .., a_{k-1}) in ``exprs`` as k - 1 steps of a running maximum

@@ -151,3 +151,15 @@ def test_float32_source_has_float32_constants_only():
     constants, kernels = src.split("SLOTS =")
     assert re.search(r"^c\d+ = F\(1e-08\)$", constants, re.M)  # norm:z's eps, typed
     assert not re.search(r"\d\.\d|\de-", kernels), "a float literal in a kernel body"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("spec", ["+".join(["prelu"] * 6),
+                                  "trel+{tanh(z)*softplus(z)}+prelu+norm:z+{min(z, 1)}+leaky_relu"])
+def test_staged_compositions_agree(spec, dtype):
+    """Specs over the plain compile budget, lowered in stages (actdsl.stage): each stage's value
+    is an assignment in the kernel, in every loop that reads it."""
+    kc, kp = pair(spec)
+    assert kc.staged and kp.staged
+    assert_backend_agrees(kc, kp, spec, dtype, units=11, param_bound=16 * np.finfo(dtype).eps * 40,
+                          same_shapes=True)

@@ -1,0 +1,165 @@
+"""Stages: a composition's earlier terms as one value per element, computed once (issue 19).
+
+Lowered the plain way, ``a+b`` is one expression, ``b`` built on ``a``: where ``b`` compares its
+input (relu, leaky_relu, a formula's ``z > 0``) each comparison holds ``a`` whole, branches and
+all, and ``norm:z`` holds its input five times. Compositions of piecewise terms and row
+statistics grow as trees exponentially in the number of terms, and SymPy walks them as trees:
+such specs are over the compile budget (``branch_conditions``, ``expression_nodes``...).
+
+A spec over one of those budgets is lowered again with stages (``lower(..., staged=True)``):
+before each term, an input that holds branches or is large becomes a :class:`Stage` node
+``S(z, θ.., R..)``, an unevaluated function of the symbols and row reductions it reads, whose
+value is the earlier terms' expression (``body``, in formal symbols). The next term is built on
+that small node, so every expression SymPy sees stays the size of one term, and the cost grows
+with the number of terms, not exponentially:
+
+* derivatives follow the chain rule through :meth:`Stage.fdiff`: ∂S/∂a_i is another stage whose
+  body is the body's derivative (inline where that is small and branch-free), made once per
+  stage and argument, so that forward mode and second order come the same way;
+* every backend prints a stage as an assignment before the expressions that use it
+  (``backends.emit.Emitter.block``): the body once per element and loop, then its name.
+
+Specs within the budgets never take this path: their code is what it was, bit for bit.
+"""
+from __future__ import annotations
+
+import threading
+
+import sympy as sp
+from mpmath.libmp.libmpf import prec_to_dps
+
+from .errors import ActdslError, BudgetError
+from .ir import RowReduction, n, z
+
+#: budgets that a staged lowering keeps a composition within: over one of them, a spec is lowered
+#: again with stages
+HELPS = frozenset({"branch_conditions", "expression_nodes", "expression_depth", "derivative_nodes",
+                   "source_chars"})
+
+
+def plain_or_staged(build):
+    """``build(False)`` (the plain lowering); where that is over a budget that stages help with,
+    ``build(True)``; where that fails too, the first error (it names the budget to raise), with
+    the staged attempt's as its cause."""
+    try:
+        return build(False)
+    except BudgetError as plain:
+        if plain.budget not in HELPS:
+            raise
+        try:
+            return build(True)
+        except (ActdslError, ArithmeticError, AssertionError, AttributeError, LookupError,
+                TypeError, ValueError, NotImplementedError) as e:
+            if isinstance(e, BudgetError) and e.budget == "compile_seconds":
+                raise
+            raise plain from e
+
+
+class Stage(sp.Function):
+    """Base of the classes :func:`make` creates: ``S(a_1..a_m)`` is ``body`` at ``formals`` = args."""
+
+    is_real = True
+    formals: tuple = ()
+    body: sp.Expr = sp.S.Zero
+    _derivatives: dict = {}
+
+    @classmethod
+    def eval(cls, *args):
+        if cls.formals and all(isinstance(a, sp.Basic) and a.is_Number for a in args):
+            return cls.body.xreplace(dict(zip(cls.formals, args)))  # numbers: SymPy evaluates
+        return None
+
+    def fdiff(self, argindex=1):
+        cls = type(self)
+        with _lock:
+            d = cls._derivatives.get(argindex)
+        if d is None:
+            d = _derivative(cls, argindex - 1)
+            with _lock:
+                d = cls._derivatives.setdefault(argindex, d)
+        if isinstance(d, type):
+            return d(*self.args)
+        return self.instantiate(d)
+
+    def instantiate(self, expr: sp.Expr) -> sp.Expr:
+        """``expr`` (in this stage's formals) at this node's arguments, built without SymPy's
+        evaluation (derive.replace_nodes)."""
+        from .derive import replace_nodes
+        return replace_nodes(expr, dict(zip(type(self).formals, self.args)))
+
+    def value(self) -> sp.Expr:
+        """The body at this node's arguments."""
+        return self.instantiate(type(self).body)
+
+    def _eval_evalf(self, prec):
+        return self.value().evalf(prec_to_dps(prec))
+
+
+_lock = threading.Lock()
+
+
+def _new_class(body: sp.Expr, formals: tuple, name: str) -> type:
+    return type(name, (Stage,), {"body": body, "formals": formals, "_derivatives": {},
+                                 "__module__": __name__})
+
+
+def _derivative(cls: type, i: int):
+    """∂body/∂formal_i: an expression in the formals where it is small and branch-free, else a
+    stage class of its own."""
+    from . import budget
+    from .derive import _diff, zero_first
+    d = zero_first(_diff(cls.body, cls.formals[i]))
+    if d.is_Number or (budget.small(d, nodes=40) and not d.has(sp.Piecewise)):
+        return d
+    return _new_class(d, cls.formals, f"{cls.__name__}_d{i + 1}")
+
+
+def outer_reductions(u: sp.Expr) -> list:
+    """The row reductions ``u`` reads outside any other reduction, in canonical order."""
+    found, stack, seen = set(), [u], set()
+    while stack:
+        e = stack.pop()
+        if e in seen:
+            continue
+        seen.add(e)
+        if isinstance(e, RowReduction):
+            found.add(e)
+        elif isinstance(e, sp.Basic):
+            stack.extend(e.args)
+    return sorted(found, key=sp.default_sort_key)
+
+
+def make(u: sp.Expr, index: int) -> sp.Expr:
+    """``u`` as a stage node: its symbols (z and the row length n first, then the parameters by
+    name) and outer row reductions become the arguments (what substitutes a symbol, as
+    actdsl.check puts numbers for z and n, reaches the body through them)."""
+    from .derive import replace_nodes, to_piecewise
+    free = u.free_symbols
+    symbols = sorted(free - {n, z}, key=lambda s: s.name)
+    args = [s for s in (z, n) if s in free] + symbols + outer_reductions(u)
+    formals = tuple(sp.Dummy(f"a{i}", real=True) for i in range(len(args)))
+    body = to_piecewise(replace_nodes(u, dict(zip(args, formals))))
+    # the name orders stages in generated source (canonical CSE): one per term, the same in
+    # every process
+    cls = _new_class(body, formals, f"u{index}")
+    return cls(*args)
+
+
+def stages_in(exprs) -> list:
+    """The stage nodes in ``exprs`` and in the values of those, innermost first (each after the
+    stages its value reads)."""
+    order, seen = [], set()
+
+    def visit(node):
+        if node in seen:
+            return
+        seen.add(node)
+        for inner in sorted(node.value().atoms(Stage), key=sp.default_sort_key):
+            visit(inner)
+        order.append(node)
+
+    for e in exprs:
+        if isinstance(e, sp.Basic):
+            for node in sorted(e.atoms(Stage), key=sp.default_sort_key):
+                visit(node)
+    return order
