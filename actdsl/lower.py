@@ -101,8 +101,10 @@ def _applied(build, u: sp.Expr, simplify: bool = True) -> sp.Expr:
     small one is built on directly, so that SymPy still simplifies relu(2) or tanh(0).
     ``simplify=False`` (a staged spec's display): a ``u`` with branches is put in too (SymPy's
     Piecewise folds a comparison of branches through solve_univariate_inequality: 0.8 s of
-    tlin's in ``{max(z, 0)**2}+trec+sparse_plus+tlin+norm:std``)."""
-    if budget.small(u) and (simplify or not u.has(sp.Piecewise, sp.Max, sp.Min, sp.Abs)):
+    tlin's in ``{max(z, 0)**2}+trec+sparse_plus+tlin+norm:std``). So is a stage, on which
+    SymPy's Piecewise looked for a period (0.3-0.7 s of tlin's on one)."""
+    if budget.small(u) and not u.has(stage.Stage) and (
+            simplify or not u.has(sp.Piecewise, sp.Max, sp.Min, sp.Abs)):
         return build(u)
     placeholder = sp.Dummy("u", real=True)
     return derive.substitute(build(placeholder), placeholder, u)
