@@ -37,11 +37,12 @@ def lower(spec: Spec, text: str = "", staged: bool = False) -> IR:
         raise budget.exceeded("terms", "this spec", len(spec.terms))
     for index, term in enumerate(spec.terms):
         where = caret_picture(text, *term.pos) if text and term.pos else ""
-        if staged and _worth_a_stage(u):
-            _check_constants(u)
-            u = stage.make(u, index)
         # before each term, not after: one more term can cost many times what the last did
         conditions = budget.check_expression(u, f"the spec up to term {index + 1}", where)
+        if staged and _worth_a_stage(u):  # (the stage's body checked above, as the plain u)
+            _check_constants(u)
+            u = stage.make(u, index)
+            conditions = 0
         if isinstance(term, Formula):
             u = _rowwise_after(u, lambda v: _applied(lambda w: formula(term.expr, w, where), v))
             if u.has(sp.I, sp.zoo):

@@ -39,8 +39,9 @@ HELPS = frozenset({"branch_conditions", "expression_nodes", "expression_depth", 
 
 def plain_or_staged(build):
     """``build(False)`` (the plain lowering); where that is over a budget that stages help with,
-    ``build(True)``; where that fails too, the first error (it names the budget to raise), with
-    the staged attempt's as its cause."""
+    ``build(True)``. Where that is over a budget too (or fails inside SymPy), the first error (it
+    names the budget to raise), with the staged attempt's as its cause; an error in the spec
+    itself that only the staged attempt reached (maxout:66 after five lgrelus) is raised as it is."""
     try:
         return build(False)
     except BudgetError as plain:
@@ -48,10 +49,12 @@ def plain_or_staged(build):
             raise
         try:
             return build(True)
-        except (ActdslError, ArithmeticError, AssertionError, AttributeError, LookupError,
-                TypeError, ValueError, NotImplementedError) as e:
-            if isinstance(e, BudgetError) and e.budget == "compile_seconds":
-                raise
+        except ActdslError as e:
+            if not isinstance(e, BudgetError) or e.budget == "compile_seconds":
+                raise  # what is wrong with the spec itself (maxout:66), or the time spent
+            raise plain from e
+        except (ArithmeticError, AssertionError, AttributeError, LookupError, TypeError,
+                ValueError, NotImplementedError) as e:
             raise plain from e
 
 
@@ -108,7 +111,12 @@ def _derivative(cls: type, i: int):
     stage class of its own."""
     from . import budget
     from .derive import _diff, zero_first
+    cap = budget.limit("derivative_nodes")
+    if budget.derivative_estimate(cls.body, cls.formals[i], cap) > cap:  # before SymPy's work
+        raise budget.exceeded("derivative_nodes", "the derivative of one stage (estimated "
+                              "before it is taken, from the expression's shape)")
     d = zero_first(_diff(cls.body, cls.formals[i]))
+    budget.check_derivatives([d])
     if d.is_Number or (budget.small(d, nodes=40) and not d.has(sp.Piecewise)):
         return d
     return _new_class(d, cls.formals, f"{cls.__name__}_d{i + 1}")

@@ -6,6 +6,8 @@ they compile; the truths are independent of that lowering: the definitions in Nu
 chains of leaky relus, and the plain lowering itself with every budget raised (one expression,
 differentiated by SymPy as a whole: a different construction of the same function) for the rest.
 """
+import time
+
 import numpy as np
 import pytest
 
@@ -165,6 +167,20 @@ def test_a_refusal_after_staging_is_the_budgets_own():
     with pytest.raises(actdsl.BudgetError) as info:
         actdsl.compile("+".join(["norm:z"] * 8))
     assert info.value.budget == "expression_nodes"
+
+
+def test_each_stage_is_held_to_the_budgets():
+    """A stage's body is the plain lowering of one term on the stage before it: checked by the
+    same budgets before it becomes a stage. A formula of 65 comparisons is over branch_conditions
+    (64) on any input, staged or not; maxout:66 is refused for itself once the stages reach it."""
+    wheres = "{" + "+".join(f"where(z > {k}, z, 0)" for k in range(65)) + "}"
+    t = time.perf_counter()
+    with pytest.raises(actdsl.BudgetError) as info:
+        actdsl.compile("+".join(["lgrelu"] * 5 + [wheres, "relu"]))
+    assert info.value.budget == "branch_conditions" and time.perf_counter() - t < 60
+    assert isinstance(info.value.__cause__, actdsl.BudgetError)
+    with pytest.raises(actdsl.ParameterError, match="at most 64, not 66"):
+        actdsl.compile("+".join(["lgrelu"] * 5 + ["maxout:66"]))
 
 
 def test_check_and_show_read_stages(capsys):
