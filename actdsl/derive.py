@@ -403,6 +403,19 @@ def _nonzero(d: dict) -> dict:
     return {k: v for k, v in d.items() if v != 0}
 
 
+def defined(d: sp.Expr, what: str = "") -> sp.Expr:
+    """A derivative ``d`` without its unreachable branches that divide by 0; ParameterError if a
+    reachable one does."""
+    if d.has(sp.zoo):
+        d = _unreachable_dropped(d)
+    if d.has(sp.zoo):
+        raise ParameterError(
+            f"this spec's derivative {what}is undefined on a whole branch (a log of 0 or a "
+            "division by 0, as in a power of relu's 0): no backend can compute it; give the "
+            "formula a base that is never 0 (softplus instead of relu, abs(z) + 1e-3)")
+    return d
+
+
 def make_plan(ir: IR) -> Plan:
     reductions, out = split_reductions(to_piecewise(ir.expr))
     reductions = [Reduction(r.kind, r.symbol, to_piecewise(r.body), r.depth) for r in reductions]
@@ -422,14 +435,7 @@ def make_plan(ir: IR) -> Plan:
                                   "before they are taken, from the expression's shape)")
         out = zero_first(_diff(e, v))
         total = budget.check_derivatives([out], total)
-        if out.has(sp.zoo):
-            out = _unreachable_dropped(out)
-        if out.has(sp.zoo):
-            raise ParameterError(
-                f"this spec's derivative in {v} is undefined on a whole branch (a log of 0 or a "
-                "division by 0, as in a power of relu's 0): no backend can compute it; give the "
-                "formula a base that is never 0 (softplus instead of relu, abs(z) + 1e-3)")
-        return out
+        return defined(out, f"in {v} ")
 
     # each body's derivatives, innermost reduction first: one whose body has none (in z, θ or a
     # reduction that carries a gradient) carries no gradient itself

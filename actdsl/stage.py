@@ -110,13 +110,14 @@ def _derivative(cls: type, i: int):
     """∂body/∂formal_i: an expression in the formals where it is small and branch-free, else a
     stage class of its own."""
     from . import budget
-    from .derive import _diff, zero_first
+    from .derive import _diff, defined, zero_first
     cap = budget.limit("derivative_nodes")
     if budget.derivative_estimate(cls.body, cls.formals[i], cap) > cap:  # before SymPy's work
         raise budget.exceeded("derivative_nodes", "the derivative of one stage (estimated "
                               "before it is taken, from the expression's shape)")
     d = zero_first(_diff(cls.body, cls.formals[i]))
     budget.check_derivatives([d])
+    d = defined(d)
     if d.is_Number or (budget.small(d, nodes=40) and not d.has(sp.Piecewise)):
         return d
     return _new_class(d, cls.formals, f"{cls.__name__}_d{i + 1}")

@@ -54,44 +54,29 @@ def _leaky_vjp(x, gy, slopes, gains=None):
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
-def test_six_prelus_agree_with_the_definition(backend):
-    k = actdsl.compile(PRELU6, backend=backend)
+@pytest.mark.parametrize("spec", [PRELU6, LGRELU8])
+def test_chains_of_leaky_relus_agree_with_the_definition(spec, backend):
+    """prelu x6 (a slope r per term) and lgrelu x8 (a gain g and a slope r per term), values,
+    dL/dx and every parameter's gradient, with slopes and gains of both signs, at 0, -0 and a
+    subnormal too."""
+    k = actdsl.compile(spec, backend=backend)
     assert k.staged
     rng = np.random.default_rng(11)
     units = 9
     x = rng.normal(size=(13, units)) * 3
     x[0, :3] = [0.0, -0.0, 1e-300]
-    names = [p.name for p in k.params]
-    p = {n: rng.uniform(-1.5, 1.5, size=units) for n in names}
+    names = [p.name for p in k.params]  # each term's in turn
+    p = {n: rng.uniform(0.5, 1.3, size=units) * rng.choice([-1, 1], size=units) for n in names}
+    slopes = [n for n in names if n.startswith("r")]
+    gains = [n for n in names if n.startswith("g")]
+    assert len(slopes) == spec.count("+") + 1 and len(slopes) + len(gains) == len(names)
     gy = rng.normal(size=x.shape)
-    y, dx, d_r, _ = _leaky_vjp(x, gy, [p[n] for n in names])
+    y, dx, d_r, d_g = _leaky_vjp(x, gy, [p[n] for n in slopes], [p[n] for n in gains] or None)
     np.testing.assert_allclose(k(x, **p), y, rtol=1e-13, atol=1e-300)
     got_dx, grads = k.vjp(x, gy, with_params=True, **p)
     np.testing.assert_allclose(got_dx, dx, rtol=1e-13, atol=1e-300)
-    for n, want in zip(names, d_r):
-        np.testing.assert_allclose(grads[n], want, rtol=1e-12, atol=1e-12)
-
-
-@pytest.mark.parametrize("backend", ["numpy", "numba"])
-def test_eight_lgrelus_agree_with_the_definition(backend):
-    k = actdsl.compile(LGRELU8, backend=backend)
-    assert k.staged
-    rng = np.random.default_rng(12)
-    units = 5
-    x = rng.normal(size=(7, units)) * 2
-    names = [p.name for p in k.params]  # g, r of each term in turn
-    p = {n: rng.uniform(0.5, 1.3, size=units) * rng.choice([-1, 1], size=units) for n in names}
-    gains, slopes = [p[n] for n in names[0::2]], [p[n] for n in names[1::2]]
-    assert all(n.startswith("g") for n in names[0::2]) and all(n.startswith("r") for n in names[1::2])
-    gy = rng.normal(size=x.shape)
-    y, dx, d_r, d_g = _leaky_vjp(x, gy, slopes, gains)
-    np.testing.assert_allclose(k(x, **p), y, rtol=1e-13)
-    got_dx, grads = k.vjp(x, gy, with_params=True, **p)
-    np.testing.assert_allclose(got_dx, dx, rtol=1e-13)
-    for n, want in zip(names[1::2], d_r):
-        np.testing.assert_allclose(grads[n], want, rtol=1e-12, atol=1e-12)
-    for n, want in zip(names[0::2], d_g):
-        np.testing.assert_allclose(grads[n], want, rtol=1e-12, atol=1e-12)
+    for n, want in [*zip(slopes, d_r), *zip(gains, d_g)]:
+        np.testing.assert_allclose(grads[n], want, rtol=1e-12, atol=1e-12, err_msg=n)
 
 
 def _plain(spec):
