@@ -70,11 +70,14 @@ def lower(spec: Spec, text: str = "", staged: bool = False) -> IR:
         displays.append(lambda v, f=d.display or d.build, h=exact_hyper, s=symbols: f(v, h, s))
     budget.check_expression(u)
     _check_constants(u)
+    if staged:  # one formula would be the exponential tree the stages avoid (SymPy's Max
+        # orders its arguments by walking them as trees: minutes); it is shown term by term
+        return IR(u, tuple(params), u)
     # the display last: SymPy simplifies it as it is built (seconds for some compositions of
     # branches), which a spec over the budget need not wait for
     shown = z
     for display in displays:
-        shown = _applied(display, shown, not staged)
+        shown = _applied(display, shown)
     return IR(u, tuple(params), shown)
 
 
@@ -96,16 +99,13 @@ def _rowwise_after(u: sp.Expr, apply) -> sp.Expr:
     return out
 
 
-def _applied(build, u: sp.Expr, simplify: bool = True) -> sp.Expr:
+def _applied(build, u: sp.Expr) -> sp.Expr:
     """``build(u)``: a term applied to the terms before it. A large ``u`` is put into the term
     built on a placeholder, without SymPy's evaluation of what holds it (derive.substitute); a
-    small one is built on directly, so that SymPy still simplifies relu(2) or tanh(0).
-    ``simplify=False`` (a staged spec's display): a ``u`` with branches is put in too (SymPy's
-    Piecewise folds a comparison of branches through solve_univariate_inequality: 0.8 s of
-    tlin's in ``{max(z, 0)**2}+trec+sparse_plus+tlin+norm:std``). So is a stage, on which
-    SymPy's Piecewise looked for a period (0.3-0.7 s of tlin's on one)."""
-    if budget.small(u) and not u.has(stage.Stage) and (
-            simplify or not u.has(sp.Piecewise, sp.Max, sp.Min, sp.Abs)):
+    small one is built on directly, so that SymPy still simplifies relu(2) or tanh(0). So is a
+    stage, on which SymPy's Piecewise looked for a period (0.3-0.7 s of tlin's on one in
+    ``sparse_plus+tlin+norm:mean+tlin+norm:z``)."""
+    if budget.small(u) and not u.has(stage.Stage):
         return build(u)
     placeholder = sp.Dummy("u", real=True)
     return derive.substitute(build(placeholder), placeholder, u)

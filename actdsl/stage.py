@@ -123,29 +123,35 @@ def _derivative(cls: type, i: int):
     return _new_class(d, cls.formals, f"{cls.__name__}_d{i + 1}")
 
 
-def outer_reductions(u: sp.Expr) -> list:
-    """The row reductions ``u`` reads outside any other reduction, in canonical order."""
-    found, stack, seen = set(), [u], set()
+def _reads(u: sp.Expr) -> tuple[set, set]:
+    """The stage nodes and row reductions ``u`` reads outside any other of them, and the symbols
+    it reads outside them."""
+    nodes, symbols, stack, seen = set(), set(), [u], set()
     while stack:
         e = stack.pop()
         if e in seen:
             continue
         seen.add(e)
-        if isinstance(e, RowReduction):
-            found.add(e)
+        if isinstance(e, (Stage, RowReduction)):
+            nodes.add(e)
+        elif isinstance(e, sp.Symbol):
+            symbols.add(e)
         elif isinstance(e, sp.Basic):
             stack.extend(e.args)
-    return sorted(found, key=sp.default_sort_key)
+    return nodes, symbols
 
 
 def make(u: sp.Expr, index: int) -> sp.Expr:
-    """``u`` as a stage node: its symbols (z and the row length n first, then the parameters by
-    name) and outer row reductions become the arguments (what substitutes a symbol, as
-    actdsl.check puts numbers for z and n, reaches the body through them)."""
+    """``u`` as a stage node. Its arguments are what ``u`` reads directly: z and the row length
+    n (first, where read), the parameters of its own term (by name), and the stage before it and
+    the row reductions, as nodes. Each stage's arguments are then its own term's few, however
+    many terms came before (the earlier parameters reach it through the stage before it), and a
+    derivative in a parameter is a chain of one term's derivatives."""
     from .derive import replace_nodes, to_piecewise
-    free = u.free_symbols
-    symbols = sorted(free - {n, z}, key=lambda s: s.name)
-    args = [s for s in (z, n) if s in free] + symbols + outer_reductions(u)
+    nodes, symbols = _reads(u)
+    args = ([s for s in (z, n) if s in symbols]
+            + sorted(symbols - {n, z}, key=lambda s: s.name)
+            + sorted(nodes, key=sp.default_sort_key))
     formals = tuple(sp.Dummy(f"a{i}", real=True) for i in range(len(args)))
     body = to_piecewise(replace_nodes(u, dict(zip(args, formals))))
     # the name orders stages in generated source (canonical CSE): one per term, the same in
