@@ -17,7 +17,8 @@ from .ast import Spec
 from .autodiff import AutodiffMixin
 from .derive import derivative as derive_derivative, make_plan
 from . import budget
-from .errors import ActdslError, ArrayTypeError, BudgetError, ParameterError, close_names
+from .errors import (SYMPY_FAILURES, ActdslError, ArrayTypeError, BudgetError, ParameterError,
+                     close_names)
 from .ir import IR
 from .limits import guard as guard_limits
 from .lower import lower
@@ -85,8 +86,7 @@ def _bounded(make):
                           "memory") from None
     except ActdslError:
         raise
-    except (ArithmeticError, AssertionError, AttributeError, LookupError, TypeError,
-            ValueError) as e:
+    except SYMPY_FAILURES as e:
         # SymPy refusing something a check above should have caught first: still ours to report
         # (LookupError: SymPy 1.14's Piecewise raised KeyError on relu of an undefined function
         # of a 401-digit constant, found by test_hardening's fuzzing; AssertionError: its

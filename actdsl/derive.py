@@ -416,6 +416,22 @@ def defined(d: sp.Expr, what: str = "") -> sp.Expr:
     return d
 
 
+def bounded_derivative(e: sp.Expr, v: sp.Symbol, so_far: int, what: str,
+                       named: str = "") -> tuple[sp.Expr, int]:
+    """``(∂e/∂v, so_far + its size)``: counted against the derivative budget as soon as it
+    exists, and refused before it is taken when its estimated size would take the total past the
+    budget (the estimate is within 0.5x-2.2x of SymPy's): a spec whose derivatives are all large
+    (a power tower over maxout:11, one per slope and intercept) is refused before SymPy spends
+    minutes on them. Undefined on a whole branch: ParameterError (:func:`defined`)."""
+    cap = budget.limit("derivative_nodes")
+    if so_far + budget.derivative_estimate(e, v, cap) > cap:  # before SymPy's work
+        raise budget.exceeded("derivative_nodes", f"{what} (estimated before they are taken, "
+                              "from the expression's shape)")
+    out = zero_first(_diff(e, v))
+    total = budget.check_derivatives([out], so_far)
+    return defined(out, named), total
+
+
 def make_plan(ir: IR) -> Plan:
     reductions, out = split_reductions(to_piecewise(ir.expr))
     reductions = [Reduction(r.kind, r.symbol, to_piecewise(r.body), r.depth) for r in reductions]
@@ -423,19 +439,9 @@ def make_plan(ir: IR) -> Plan:
     total = 0
 
     def d(e, v):
-        """One derivative, counted against the budget as soon as it exists, and refused before
-        it is taken when its estimated size would take the total past the budget (the estimate
-        is within 0.5x-2.2x of SymPy's): a spec whose derivatives are all large (a power tower
-        over maxout:11, one per slope and intercept) is refused before SymPy spends minutes on
-        them."""
         nonlocal total
-        cap = budget.limit("derivative_nodes")
-        if total + budget.derivative_estimate(e, v, cap) > cap:  # before SymPy's work
-            raise budget.exceeded("derivative_nodes", "the size of the derivatives (estimated "
-                                  "before they are taken, from the expression's shape)")
-        out = zero_first(_diff(e, v))
-        total = budget.check_derivatives([out], total)
-        return defined(out, f"in {v} ")
+        out, total = bounded_derivative(e, v, total, "the size of the derivatives", f"in {v} ")
+        return out
 
     # each body's derivatives, innermost reduction first: one whose body has none (in z, θ or a
     # reduction that carries a gradient) carries no gradient itself

@@ -4,6 +4,12 @@ from __future__ import annotations
 import difflib
 
 
+#: what SymPy raises where a check before it should have refused the spec (compiler._bounded
+#: turns these into an ActdslError; a staged lowering's retry into the plain one's BudgetError)
+SYMPY_FAILURES = (ArithmeticError, AssertionError, AttributeError, LookupError, TypeError,
+                  ValueError)
+
+
 class ActdslError(Exception):
     """Root of every error actdsl raises on purpose."""
 

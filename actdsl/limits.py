@@ -9,8 +9,9 @@ every function that has settled by 1.8e308 (every built-in does, long before: th
 them all, and compositions, against SymPy's limits). A value of magnitude above 1e300 there is
 taken as ±inf. Where that value is NaN too (a polynomial factor that overflows against an exp
 that underflows: z exp(-3 z^4)'s derivative), the first of 1e300, 1e200, ..., 1e20 whose value
-the next one agrees with is taken. The forward and derivative are then wrapped in :class:`~actdsl.stable.at_inf`,
-which every backend prints as a select on ``z == ±inf``; nothing changes for finite inputs, and
+the next one agrees with is taken. The forward and derivative are then wrapped in
+:class:`~actdsl.stable.at_inf`, which every backend prints as a select on ``z == ±inf``;
+nothing changes for finite inputs, and
 a spec whose formulas are already right at ±inf (most) is left exactly as it was.
 """
 from __future__ import annotations
@@ -65,8 +66,9 @@ def _limit(at_inf_value: float, at_max: float, ladder=()):
 
 
 def _at_ends(plan: Plan, fields: tuple[tuple[str, str], ...]) -> dict:
-    """{field: values at [-inf, inf, -max, max, -_LADDER..., _LADDER...]} of the plan's generated
-    NumPy functions, in float64 (the module is run once and not kept, nor its source in linecache)."""
+    """{field: values at [-inf, inf, -max, max, -_LADDER..., _LADDER...]} of the plan's
+    generated NumPy functions, in float64 (the module is run once and not kept, nor its source in
+    linecache)."""
     import linecache
 
     from .backends import numpy as npb

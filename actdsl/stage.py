@@ -7,11 +7,12 @@ statistics grow as trees exponentially in the number of terms, and SymPy walks t
 such specs are over the compile budget (``branch_conditions``, ``expression_nodes``...).
 
 A spec over one of those budgets is lowered again with stages (``lower(..., staged=True)``):
-before each term, an input that holds branches or is large becomes a :class:`Stage` node
-``S(z, θ.., R..)``, an unevaluated function of the symbols and row reductions it reads, whose
-value is the earlier terms' expression (``body``, in formal symbols). The next term is built on
-that small node, so every expression SymPy sees stays the size of one term, and the cost grows
-with the number of terms, not exponentially:
+before each term, an input that holds branches or is large becomes a :class:`Stage` node, an
+unevaluated function whose value is the earlier terms' expression (``body``, in formal symbols)
+and whose arguments are what that reads directly: z, n, its own term's parameters, and the stage
+before it and row reductions as nodes (so a body never holds a stage: stages nest through their
+arguments). The next term is built on that small node, so every expression SymPy sees stays the
+size of one term, and the cost grows with the number of terms, not exponentially:
 
 * derivatives follow the chain rule through :meth:`Stage.fdiff`: ∂S/∂a_i is another stage whose
   body is the body's derivative (inline where that is small and branch-free), made once per
@@ -28,7 +29,7 @@ import threading
 import sympy as sp
 from mpmath.libmp.libmpf import prec_to_dps
 
-from .errors import ActdslError, BudgetError
+from .errors import SYMPY_FAILURES, ActdslError, BudgetError
 from .ir import RowReduction, n, z
 
 #: budgets that a staged lowering keeps a composition within: over one of them, a spec is lowered
@@ -41,7 +42,8 @@ def plain_or_staged(build):
     """``build(False)`` (the plain lowering); where that is over a budget that stages help with,
     ``build(True)``. Where that is over a budget too (or fails inside SymPy), the first error (it
     names the budget to raise), with the staged attempt's as its cause; an error in the spec
-    itself that only the staged attempt reached (maxout:66 after five lgrelus) is raised as it is."""
+    itself that only the staged attempt reached (maxout:66 after five lgrelus) is raised as it
+    is."""
     try:
         return build(False)
     except BudgetError as plain:
@@ -53,13 +55,13 @@ def plain_or_staged(build):
             if not isinstance(e, BudgetError) or e.budget == "compile_seconds":
                 raise  # what is wrong with the spec itself (maxout:66), or the time spent
             raise plain from e
-        except (ArithmeticError, AssertionError, AttributeError, LookupError, TypeError,
-                ValueError, NotImplementedError) as e:
+        except SYMPY_FAILURES + (NotImplementedError,) as e:
             raise plain from e
 
 
 class Stage(sp.Function):
-    """Base of the classes :func:`make` creates: ``S(a_1..a_m)`` is ``body`` at ``formals`` = args."""
+    """Base of the classes :func:`make` creates: ``S(a_1..a_m)`` is ``body`` at
+    ``formals`` = args."""
 
     is_real = True
     formals: tuple = ()
@@ -90,9 +92,10 @@ class Stage(sp.Function):
         from .derive import replace_nodes
         return replace_nodes(expr, dict(zip(type(self).formals, self.args)))
 
-    def value(self) -> sp.Expr:
-        """The body at this node's arguments."""
-        return self.instantiate(type(self).body)
+    def value(self, args: tuple | None = None) -> sp.Expr:
+        """The body at this node's arguments (or at ``args`` in their place)."""
+        from .derive import replace_nodes
+        return replace_nodes(type(self).body, dict(zip(type(self).formals, args or self.args)))
 
     def _eval_evalf(self, prec):
         return self.value().evalf(prec_to_dps(prec))
@@ -110,14 +113,8 @@ def _derivative(cls: type, i: int):
     """∂body/∂formal_i: an expression in the formals where it is small and branch-free, else a
     stage class of its own."""
     from . import budget
-    from .derive import _diff, defined, zero_first
-    cap = budget.limit("derivative_nodes")
-    if budget.derivative_estimate(cls.body, cls.formals[i], cap) > cap:  # before SymPy's work
-        raise budget.exceeded("derivative_nodes", "the derivative of one stage (estimated "
-                              "before it is taken, from the expression's shape)")
-    d = zero_first(_diff(cls.body, cls.formals[i]))
-    budget.check_derivatives([d])
-    d = defined(d)
+    from .derive import bounded_derivative
+    d, _ = bounded_derivative(cls.body, cls.formals[i], 0, "the derivative of one stage")
     if d.is_Number or (budget.small(d, nodes=40) and not d.has(sp.Piecewise)):
         return d
     return _new_class(d, cls.formals, f"{cls.__name__}_d{i + 1}")
@@ -161,15 +158,16 @@ def make(u: sp.Expr, index: int) -> sp.Expr:
 
 
 def stages_in(exprs) -> list:
-    """The stage nodes in ``exprs`` and in the values of those, innermost first (each after the
-    stages its value reads)."""
+    """The stage nodes in ``exprs``, innermost first (each after the stages in its arguments:
+    a body holds none)."""
     order, seen = [], set()
 
     def visit(node):
         if node in seen:
             return
         seen.add(node)
-        for inner in sorted(node.value().atoms(Stage), key=sp.default_sort_key):
+        for inner in sorted({a for arg in node.args for a in arg.atoms(Stage)},
+                            key=sp.default_sort_key):
             visit(inner)
         order.append(node)
 

@@ -175,15 +175,15 @@ class Emitter:
         order = stages_in(exprs)
         if not order:
             return [], exprs
-        lines, mapping = [], {}
+        lines, mapping, memo = [], {}, {}
         for node in order:
-            value = replace_nodes(node.value(), mapping, {})
-            more, (text,) = self.block([value], prefix)
+            args = tuple(replace_nodes(a, mapping, memo) for a in node.args)
+            more, (text,) = self.block([node.value(args)], prefix)
             name = sp.Symbol(f"_{prefix}{next(self._counter)}", real=True)
             self.names[name] = name.name
             lines += more + [f"{name.name} = {text}"]
             mapping[node] = name
-        memo: dict = {}
+        memo = {}
         return lines, [replace_nodes(e, mapping, memo) if isinstance(e, sp.Basic) else e
                        for e in exprs]
 
