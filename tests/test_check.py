@@ -114,3 +114,57 @@ def test_softsign_derivative_does_not_cancel(backend):
     k = actdsl.compile("softsign", backend=backend)
     x = np.array([1e10, -4.85e17, 3.0], np.float32)
     np.testing.assert_allclose(k.derivative(x), 1 / (1 + np.abs(x.astype(np.float64))) ** 2, rtol=1e-6)
+
+
+# -- kinks the floats do not hold: a jump next to x, or one inside a composition -------------------
+@pytest.mark.parametrize("spec", [
+    # at x = fl(0.331) (above the exact 331/1000) the true derivative is 1 and 0 one ULP below;
+    # the kernels compare with 0.331 rounded to the dtype (2^23 ULP in float32 by the linear measure)
+    "hardtanh(min_val=0.331, max_val=0.652)",
+    # |leaky(z)| > 1/2 meets at z = -5: a finite difference across it was an error of 10
+    "{min(z, 1)}+{(z > 0)*z + (z <= 0)*0.1*z}+hardshrink",
+])
+def test_kinks_between_floats_and_inside_compositions_pass(spec):
+    report = check(spec, backend="numpy", points=40)
+    assert report.passed, str(report)
+
+
+class _Planted:
+    """A kernel whose derivative (and VJP) is ``wrong`` where ``where(x)``: what the check
+    must still report."""
+
+    def __init__(self, kernel, where, wrong):
+        self.k, self.where, self.wrong = kernel, where, wrong
+
+    def __call__(self, x, **p):
+        return self.k(x, **p)
+
+    def derivative(self, x, **p):
+        d = np.array(self.k.derivative(x, **p))
+        d[self.where(x)] = self.wrong
+        return d
+
+    def vjp(self, x, g, **p):
+        return self.derivative(x, **p) * g
+
+
+@pytest.mark.parametrize("where, wrong, worst", [
+    (lambda x: x == 0, 1.0, 0.0),      # relu'(0) = 1: the convention at a kink is held exactly
+    (lambda x: (x > 1) & (x < 10), 1.5, None),  # plain wrong values, no kink near them
+    (lambda x: (x > 0) & (x < 1e-30), 0.0, None),  # the kink taken for tiny positive x
+])
+def test_a_wrong_derivative_near_a_kink_is_still_caught(where, wrong, worst):
+    import random
+    from actdsl.check import _numeric_elementwise, _param_values
+    ref = actdsl.compile("relu")
+    planted = _Planted(ref, where, wrong)
+    for dtype in ("float32", "float64"):
+        results = _numeric_elementwise({"planted": planted}, ref, _param_values(ref), dtype,
+                                       random.Random(0), False, 40)
+        for r in results:
+            if r.what == "forward":
+                assert r.passed, r
+            else:
+                assert not r.passed, r
+                if worst is not None:
+                    assert r.worst_input == worst
