@@ -238,7 +238,20 @@ def _pow(base, exp, ev):
         return mpmath.nan
     if base == 0:
         return mpmath.mpf(0) if x > 0 else mpmath.inf
+    if mpmath.isfinite(x) and mpmath.isfinite(base):
+        with mpmath.workprec(64):
+            bits = x * mpmath.log(base, 2)
+        # far beyond every float's range, where mpmath would write out an exponent of
+        # billions of digits (MemoryError: z**z**z at 3e38)
+        if bits > _FAR:
+            return mpmath.inf
+        if bits < -_FAR:
+            return mpmath.mpf(0)
     return base ** x
+
+
+_FAR = 1 << 20  # bits of a power's magnitude: 2**(2**20) is beyond float64's 2**1024 and beyond
+# the smallest subnormal's 2**-1074 in the other direction
 
 
 def exact_value(f, *, tol_digits: int = 30, start: int = DIGITS, limit: int = 4000):
@@ -729,7 +742,8 @@ def _perturbed(c, expr, penv, x, dtype, bound: float) -> float:
     ty = np.dtype(dtype).type
     up, down = ty(x), ty(x)
     for k in range(1, int(bound) + 1):
-        up, down = np.nextafter(up, ty(np.inf)), np.nextafter(down, ty(-np.inf))
+        with np.errstate(over="ignore"):  # (past the largest float: inf, skipped below)
+            up, down = np.nextafter(up, ty(np.inf)), np.nextafter(down, ty(-np.inf))
         for near in (up, down):
             if not np.isfinite(near):
                 continue
@@ -819,6 +833,21 @@ def _short(row) -> str:
 
 
 # -- finite differences ----------------------------------------------------------------------------
+def truncation_aware(exact, fd, fd2, scale):
+    """``(error, used)``: |exact - fd| less the difference's own truncation error, over
+    ``scale``, at the points where every value is finite. A central difference with step h is
+    off by about c h², one with 2h by 4c h²: |fd2 - fd| (3c h²) bounds what the step itself
+    costs, wherever the derivative is right (z**7 composed twice, z**49: its third derivative is
+    49·48·47 z**46, and the difference at -0.99 was off by 1.4e-8 of the scale in float64, over
+    the roundoff bound of 1.8e-9). A wrong derivative is off by its own error whatever the step.
+    A value that overflows (z**49 at 6 in float32) leaves nothing to compare."""
+    exact = np.asarray(exact, np.float64)
+    with np.errstate(all="ignore"):
+        used = np.isfinite(exact) & np.isfinite(fd) & np.isfinite(fd2)
+        err = np.maximum(np.abs(exact - fd) - np.abs(fd2 - fd), 0.0) / scale
+    return np.where(used, err, 0.0), used
+
+
 def _flips(relations, penv, points) -> bool:
     """Whether a condition of the spec changes between ``points``: a kink that
     :func:`_boundaries` cannot solve for (|leaky(z)| > 1/2 in
@@ -850,15 +879,22 @@ def _finite_differences(k, values, dtype, rng, count: int = 100) -> FiniteDiffer
                 xs.append(x)
         x = np.array(xs, dtype=dtype)
         h = (ty(eps ** (1 / 3)) * np.maximum(ty(1), np.abs(x))).astype(dtype)
-        xp, xm = (x + h).astype(dtype), (x - h).astype(dtype)
-        fd = (k(xp, **kp).astype(np.float64) - k(xm, **kp).astype(np.float64)) / \
-             (xp.astype(np.float64) - xm.astype(np.float64))
+
+        def difference(step):
+            xp, xm = (x + step).astype(dtype), (x - step).astype(dtype)
+            with np.errstate(all="ignore"):
+                return (k(xp, **kp).astype(np.float64) - k(xm, **kp).astype(np.float64)) / \
+                    (xp.astype(np.float64) - xm.astype(np.float64))
+        fd, fd2 = difference(h), difference((2 * h).astype(dtype))
         d = k.derivative(x, **kp).astype(np.float64)
         f = k(x, **kp).astype(np.float64)
         scale = np.maximum(1.0, np.maximum(np.abs(f), np.abs(d)))
-        err = np.abs(fd - d) / scale
-        i = int(np.argmax(err))
-        return FiniteDifferenceResult(k.backend, dtype, count, float(err[i]), bound, float(x[i]))
+        err, used = truncation_aware(d, fd, fd2, scale)
+        if not used.any():
+            return FiniteDifferenceResult(k.backend, dtype, 0, 0.0, bound, None)
+        i = int(np.argmax(np.where(used, err, -1.0)))
+        return FiniteDifferenceResult(k.backend, dtype, int(used.sum()), float(err[i]), bound,
+                                      float(x[i]))
     # row-wise: directional derivative <v, J^T g> against (g·y(x + h v) - g·y(x - h v)) / 2h
     worst, where = 0.0, None
     h = eps ** (1 / 3)

@@ -4,8 +4,10 @@ the first-order results (the forward, ``derivative`` and ``vjp``), in the dtype 
 from __future__ import annotations
 
 import numpy as np
+import sympy as sp
 
-from .check import FiniteDifferenceResult, _boundaries, _kernel_params, _short
+from .check import (FiniteDifferenceResult, _boundaries, _flips, _kernel_params, _param_env, _short,
+                    _textbook, truncation_aware)
 from .derive import to_piecewise
 from .stable import to_elementary
 
@@ -18,16 +20,28 @@ def higher_order(k, values, dtype, rng, count: int = 60) -> list[FiniteDifferenc
     kinks = [] if k.rowwise else \
         [float(b) for b in _boundaries(to_elementary(to_piecewise(k.expr)))] + [0.0]
 
+    relations = [] if k.rowwise else _textbook(k.expr).atoms(sp.core.relational.Relational)
+    penv = _param_env(values, dtype)
+
     def row():
         while True:
             r = np.array([rng.gauss(0, 2) for _ in range(8)], dtype=dtype)
-            if all(abs(float(x) - c) > 20 * h * max(1.0, abs(float(x))) for x in r for c in kinks):
+            if all(abs(float(x) - c) > 20 * h * max(1.0, abs(float(x))) for x in r for c in kinks) \
+                    and not any(_flips(relations, penv, [float(x) + s * h * max(1.0, abs(float(x)))
+                                                         for s in (-8, 0, 8)]) for x in r):
+                # (steps of 2h along v, |v| mostly under 4: a condition that changes there)
                 return r
 
-    def compare(name, exact, up, down, step, scale):
-        """max relative error of ``exact`` against (up - down) / step, over the rows given."""
-        fd = (up.astype(np.float64) - down.astype(np.float64)) / step
-        return float(np.max(np.abs(exact.astype(np.float64) - fd)) / scale)
+    def compare(exact, f, r, v, scale):
+        """The largest error of ``exact`` against central differences of ``f`` along ``v`` from
+        ``r`` (``check.truncation_aware``: less the step's own truncation error)."""
+        def difference(times):
+            up, down = (r + dtype(times * h) * v).astype(dtype), (r - dtype(times * h) * v).astype(dtype)
+            step = float(np.max(np.abs(up.astype(np.float64) - down.astype(np.float64)) / np.abs(v)))
+            with np.errstate(all="ignore"):
+                return (f(up).astype(np.float64) - f(down).astype(np.float64)) / step
+        err, used = truncation_aware(exact, difference(1), difference(2), scale)
+        return float(np.max(err)) if used.any() else 0.0
 
     results = {"jvp": [0.0, None], "hvp": [0.0, None]}
     if not k.rowwise:
@@ -35,17 +49,15 @@ def higher_order(k, values, dtype, rng, count: int = 60) -> list[FiniteDifferenc
     for _ in range(count // 10):
         r, g, v = row(), *(np.array([rng.gauss(0, 1) for _ in range(8)], dtype=dtype)
                            for _ in range(2))
-        rp, rm = (r + dtype(h) * v).astype(dtype), (r - dtype(h) * v).astype(dtype)
-        step = float(np.max(np.abs(rp.astype(np.float64) - rm.astype(np.float64)) / np.abs(v)))
         y, dx = k(r, **kp), k.vjp(r, g, **kp)
-        errs = {"jvp": compare("jvp", k.jvp(r, v, **kp), k(rp, **kp), k(rm, **kp), step,
+        errs = {"jvp": compare(k.jvp(r, v, **kp), lambda p: k(p, **kp), r, v,
                                max(1.0, float(np.max(np.abs(y))))),
-                "hvp": compare("hvp", k.vjp_vjp(r, g, v, **kp)[0], k.vjp(rp, g, **kp),
-                               k.vjp(rm, g, **kp), step, max(1.0, float(np.max(np.abs(dx)))))}
+                "hvp": compare(k.vjp_vjp(r, g, v, **kp)[0], lambda p: k.vjp(p, g, **kp), r, v,
+                               max(1.0, float(np.max(np.abs(dx)))))}
         if not k.rowwise:
             d = k.derivative(r, **kp)
-            errs["g''"] = compare("g''", k.derivative(r, order=2, **kp) * v,
-                                  k.derivative(rp, **kp), k.derivative(rm, **kp), step,
+            errs["g''"] = compare(k.derivative(r, order=2, **kp) * v,
+                                  lambda p: k.derivative(p, **kp), r, v,
                                   max(1.0, float(np.max(np.abs(d)))))
         for name, e in errs.items():
             if e >= results[name][0]:

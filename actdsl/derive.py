@@ -278,11 +278,12 @@ class _Branches(sp.Piecewise):
 
 
 class _IntPow(sp.Function):
-    """``b**n`` for a whole n >= 2 and a base holding branches, differentiated as n b**(n-1) b'.
-    SymPy's Pow writes d(b**n) as b**n · n b' / b, which its Mul makes n b**(n-1) b' only where
-    it can combine the two powers of b; a large b's power is kept unevaluated (derive.power), and
-    1/b went into b's branches, with 1/0 where b is 0 (relu+gelu:tanh+{z**7} was refused as
-    undefined on a whole branch). Used only inside :func:`_diff`."""
+    """``b**n`` for a number n > 1 (whole, or a fraction: |u|**1.5) and a base holding branches,
+    differentiated as n b**(n-1) b'. SymPy's Pow writes d(b**n) as b**n · n b' / b, which its Mul
+    makes n b**(n-1) b' only where it can combine the two powers of b; a large b's power is kept
+    unevaluated (derive.power), and 1/b went into b's branches, with 1/0 where b is 0
+    (relu+gelu:tanh+{z**7}, and relu+tlin+{abs(z)**1.5}, were refused as undefined on a whole
+    branch). Used only inside :func:`_diff`."""
 
     def fdiff(self, argindex=1):
         b, k = self.args
@@ -295,7 +296,7 @@ def _diff(e: sp.Expr, v: sp.Symbol) -> sp.Expr:
     if not e.has(sp.Piecewise):
         return tidy(sp.diff(e, v))
     lazy = rebuild(e, lambda x: type(x) is sp.Piecewise, lambda x: _Branches(*x.args))
-    lazy = rebuild(lazy, lambda x: x.is_Pow and x.exp.is_Integer and x.exp > 1
+    lazy = rebuild(lazy, lambda x: x.is_Pow and x.exp.is_Rational and x.exp > 1
                    and x.base.has(_Branches), lambda x: _IntPow(*x.args))
     out = sp.diff(lazy, v)
     out = rebuild(out, lambda x: isinstance(x, _IntPow), lambda x: power(*x.args))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .derive import Plan, _diff, tidy, to_piecewise
+from .derive import Plan, _diff, defined, tidy, to_piecewise
 from .ir import z
 
 #: ż, the tangent of the input; ġ, the tangent of the VJP's dL/dy
@@ -59,13 +59,15 @@ def out_tangent(plan: Plan) -> sp.Expr:
     return e
 
 
-def _d(expr: sp.Expr, s: sp.Symbol) -> sp.Expr:
+def _d(expr: sp.Expr, s: sp.Symbol, what: str = "of higher order ") -> sp.Expr:
     """∂expr/∂s with the kink convention: a first derivative may hold |u| (softsign's), which
     becomes Piecewise before it is differentiated again (never sign or DiracDelta). Taken by
     derive's ``_diff``, which differentiates a Piecewise branch by branch without SymPy's
     folding of conditions (SymPy's diff of a Piecewise whose conditions hold a Piecewise failed
-    inside SymPy on trel+{tanh(z)*softplus(z)}+prelu+norm:z+{min(z, 1)}+leaky_relu)."""
-    return tidy(to_piecewise(_diff(to_piecewise(expr), s)))
+    inside SymPy on trel+{tanh(z)*softplus(z)}+prelu+norm:z+{min(z, 1)}+leaky_relu). A 1/0 on a
+    branch that is reached is a ParameterError (``derive.defined``), as in the first derivative:
+    the emitters have no code for SymPy's zoo."""
+    return defined(tidy(to_piecewise(_diff(to_piecewise(expr), s))), what)
 
 
 def tangent(plan: Plan, expr: sp.Expr) -> sp.Expr:
@@ -83,4 +85,4 @@ def tangent(plan: Plan, expr: sp.Expr) -> sp.Expr:
 def second_derivative(plan: Plan) -> sp.Expr:
     """g''(z) of an elementwise spec: the derivative of g' with the same kink convention (g' is
     already Piecewise; the branch a definition selects at a kink gives its derivative there)."""
-    return _d(plan.dout_dz, z)
+    return _d(plan.dout_dz, z, "of second order ")

@@ -49,6 +49,18 @@ def test_truth_survives_cancellation():
         assert abs(t / (mpmath.mpf(x) ** 3 / 3) - 1) < 1e-25
 
 
+def test_the_truth_of_a_power_far_beyond_every_float():
+    """z**z**z at 3e38 is 2 to the 10**40: mpmath wrote out its exponent until MemoryError
+    (actdsl check '{z**z**z}+celu' died with it). Far beyond every float, the truth is inf, or 0
+    below the subnormals, which is all a ULP comparison needs."""
+    import sympy as sp
+    assert MpEvaluator({z: mpmath.mpf(3e38)})(z ** z ** z) == mpmath.inf
+    assert MpEvaluator({z: mpmath.mpf(1e-30)})(z ** (1 / z)) == 0
+    assert MpEvaluator({z: mpmath.mpf(2)})(z ** (z + sp.Rational(1, 2))) == mpmath.sqrt(32)
+    report = check("{z**z**z}", backend="numpy", dtype="float64", points=20)  # a report, not a crash
+    assert report.numeric
+
+
 @pytest.mark.parametrize("spec", KEYS + list(COMPOSITIONS))
 def test_every_builtin_passes(spec):
     report = check(spec, points=40)
@@ -168,3 +180,53 @@ def test_a_wrong_derivative_near_a_kink_is_still_caught(where, wrong, worst):
                 assert not r.passed, r
                 if worst is not None:
                     assert r.worst_input == worst
+
+
+class _Scaled:
+    """A kernel whose derivative, VJP and JVP are ``factor`` times the true ones, and whose
+    second order is true (each then disagrees with the differences of the first order)."""
+
+    def __init__(self, kernel, factor):
+        self.k, self.f = kernel, factor
+        self.rowwise, self.expr, self.backend = kernel.rowwise, kernel.expr, "scaled"
+
+    def __call__(self, x, **p):
+        return self.k(x, **p)
+
+    def _times(self, y):
+        with np.errstate(over="ignore"):  # (z**49's derivative is inf in float32 at 6)
+            return y * y.dtype.type(self.f)
+
+    def derivative(self, x, order=1, **p):
+        d = self.k.derivative(x, order=order, **p)
+        return self._times(d) if order == 1 else d
+
+    def vjp(self, x, g, **p):
+        return self._times(self.k.vjp(x, g, **p))
+
+    def jvp(self, x, v, **p):
+        return self._times(self.k.jvp(x, v, **p))
+
+    def vjp_vjp(self, x, g, v, **p):
+        return self.k.vjp_vjp(x, g, v, **p)
+
+
+@pytest.mark.parametrize("spec", ["{z**7}+{z**7}", "tanh+{z**5}"])
+def test_finite_differences_allow_for_their_step_and_not_for_a_wrong_derivative(spec):
+    """z**49's third derivative made a central difference at -0.99 miss by 1.4e-8 of the scale
+    in float64 (bound 1.8e-9) and overflow at 6 in float32: the step's own truncation error
+    (|D(2h) - D(h)|) is allowed and overflowing points are left out; a derivative 1e-5 off
+    relative (float64; 50% in float32, where z**49 curves 6% within a step) is still caught, by
+    the first-order differences and by the higher-order ones."""
+    import random
+    from actdsl.check import _finite_differences, _param_values
+    from actdsl.check_autodiff import higher_order
+    k = actdsl.compile(spec)
+    for dtype, wrong in (("float32", 1.5), ("float64", 1 + 1e-5)):
+        good = [_finite_differences(k, _param_values(k), dtype, random.Random(0))]
+        good += higher_order(k, _param_values(k), np.dtype(dtype).type, random.Random(0))
+        assert all(r.passed for r in good), [r.line() for r in good]
+        bad = _Scaled(k, wrong)
+        caught = [_finite_differences(bad, _param_values(k), dtype, random.Random(0))]
+        caught += higher_order(bad, _param_values(k), np.dtype(dtype).type, random.Random(0))
+        assert not any(r.passed for r in caught), [r.line() for r in caught]

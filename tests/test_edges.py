@@ -623,11 +623,36 @@ def test_a_constant_power_of_a_flat_branch_has_the_flat_derivative(backend):
     def sparse_plus(t):
         return mpmath.mpf(0) if t <= -1 else (t if t >= 1 else (t + 1) ** 2 / 4)
 
+    def tlin(t):
+        return t if abs(t) > 1 else mpmath.mpf(0)
+
     defs = {"relu+gelu:tanh+{z**7}": lambda t: gelu_tanh(max(t, 0)) ** 7,
-            "sparse_plus+gelu:tanh+{z**7}": lambda t: gelu_tanh(sparse_plus(t)) ** 7}
+            "sparse_plus+gelu:tanh+{z**7}": lambda t: gelu_tanh(sparse_plus(t)) ** 7,
+            # a fractional power too: d|u|**1.5 put 1/|u| into tlin's flat branch
+            "relu+tlin+{abs(z)**1.5}": lambda t: abs(tlin(max(t, 0))) ** 1.5,
+            "sparse_plus+tlin+{abs(z)**2.5}": lambda t: abs(tlin(sparse_plus(t))) ** 2.5}
     for spec, f in defs.items():
         _agrees_with_the_definition(spec, f, [-3.0, -1.5, -0.5, 0.25, 0.5, 1.5, 2.0, 3.0],
                                     backend, 1e-12, 1e-11)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_second_derivative_through_a_flat_branch(backend):
+    """g'' of |tlin(z)|**1.5 is 0.75 |z|**-0.5 outside tlin's flat |z| <= 1 and 0 inside it
+    (SymPy's zoo reached the emitter before: "no implementation of ComplexInfinity"); where
+    the chain rule can only give inf · 0 on a branch that is taken (relu+tlin+{abs(z)**1.5}),
+    a ParameterError says so, for g'' and for the Hessian-vector product alike."""
+    k = actdsl.compile("tlin+{abs(z)**1.5}", backend=backend)
+    x = np.array([-4.0, -2.0, -0.5, 0.0, 0.5, 2.0, 9.0])
+    want = np.where(np.abs(x) > 1, 0.75 / np.sqrt(np.maximum(np.abs(x), 1.0)), 0.0)
+    np.testing.assert_allclose(k.derivative(x, order=2), want, rtol=1e-14)
+    np.testing.assert_allclose(k.vjp_vjp(x, np.ones_like(x), np.full_like(x, 2.0))[0], 2 * want,
+                               rtol=1e-14)
+    flat = actdsl.compile("relu+tlin+{abs(z)**1.5}", backend=backend)
+    with pytest.raises(actdsl.ParameterError, match="second order is undefined on a whole branch"):
+        flat.derivative(x, order=2)
+    with pytest.raises(actdsl.ParameterError, match="undefined on a whole branch"):
+        flat.vjp_vjp(x, np.ones_like(x), np.ones_like(x))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
