@@ -15,6 +15,7 @@ import pytest
 import sympy as sp
 
 import actdsl
+from actdsl.check import ulp_error
 from actdsl.registry import REGISTRY
 from actdsl.stable import to_elementary
 
@@ -850,3 +851,35 @@ def test_exp_of_minus_a_square_on_numba(spec, f, df, dtype):
         assert abs(yi - want) <= tol * abs(want) + 1e-300, (xi, yi, want)
         assert abs(di - want_d) <= tol * abs(want_d) + 1e-300, (xi, di, want_d)
     assert np.isnan(quiet(k, np.array([np.nan], dtype))).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_rational_slope_is_one_constant_not_a_division_then_a_product(backend, dtype):
+    """1599 z/1000 was printed (z/1000)·1599: at the smallest normal float, z/1000 is subnormal
+    and lost its low bits (626 ULP in float32, 793 in float64); it is now (1599/1000 rounded)·z,
+    within an ULP of the truth there and everywhere, overflowing only where the true value does."""
+    k = actdsl.compile("leaky_relu(negative_slope=1.599)", backend=backend)
+    info = np.finfo(dtype)
+    x = np.array([-info.tiny, -2 * info.tiny, -1e-3, -2.0, -info.max / 2], dtype)
+    got = k(x)
+    for xi, gi in zip(x, got):
+        truth = mpmath.mpf(float(xi)) * mpmath.mpf(1599) / 1000
+        assert ulp_error(gi, truth, np.dtype(dtype).name) <= 1, (xi, gi)
+    with np.errstate(over="ignore"):
+        assert np.isneginf(k(np.array([-info.max], dtype)))[0]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_halved_quotient_does_not_overflow_its_denominator(backend, dtype):
+    """tlin+{abs(z)**0.5}'s derivative is sqrt(-z)/(2 z) for z < -1: 2 z overflowed past half the
+    largest float and the derivative came out -0.0 (true: -0.5/sqrt(|z|), about -3.5e-20 at
+    -2e38 in float32); x/(2^k y) is now (x/y)·2^-k, exact."""
+    k = actdsl.compile("tlin+{abs(z)**0.5}", backend=backend)
+    info = np.finfo(dtype)
+    x = np.array([-info.max, -0.6 * info.max, -3.0, 3.0, 0.6 * info.max], dtype)
+    for xi, di in zip(x, k.derivative(x)):
+        v = mpmath.mpf(float(xi))
+        truth = mpmath.sign(v) / (2 * mpmath.sqrt(abs(v)))
+        assert ulp_error(di, truth, np.dtype(dtype).name) <= 2, (xi, di)

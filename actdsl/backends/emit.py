@@ -323,18 +323,22 @@ class Emitter:
             else:
                 num.append(f)
         text = " * ".join(self(f) for f in num) or self.number(sp.S.One)
-        numerator = None
-        if coeff.is_Rational and coeff.q != 1 and num:
+        if coeff.is_Rational and coeff.q != 1 and num and abs(coeff.p) == 1:
             # x/6 is correctly rounded; x * (1/6) is not (and with FMA, -3*(1/6) + 0.5 != 0).
-            # p x/q as (x/q) p: 3 x/10 overflowed for x past max/3 (lgrelu(r=0.3) at -max)
-            if abs(coeff.p) != 1:
-                numerator = self.number(sp.Integer(abs(coeff.p)))
-            den = [sp.Integer(coeff.q)] + den
-            coeff = sp.Integer(-1 if coeff.p < 0 else 1)
+            # p x/q (p not ±1) is (p/q rounded) x below: two roundings, as (x/q) p had, without
+            # its x/q, which lost the low bits where x/q is subnormal and p x/q is not
+            # (leaky_relu(negative_slope=1.599) at float32's smallest normal: 626 ULP), and
+            # without p x's overflow (3 x/10 past max/3: lgrelu(r=0.3) at -max)
+            if den and coeff.q & (coeff.q - 1) == 0:
+                # x/(2 z) as (x/z) · 0.5, exactly: 2 z overflowed where the quotient does not
+                # (tlin+{abs(z)**0.5}'s derivative, sqrt(-u)/(2 z), was -0.0 at z = -2e38 in
+                # float32)
+                coeff = sp.Rational(coeff.p, coeff.q)
+            else:
+                den = [sp.Integer(coeff.q)] + den
+                coeff = sp.Integer(coeff.p)
         if den:
             text = f"{text} / ({' * '.join(self(f) for f in den)})"
-        if numerator is not None:
-            text = f"({text}) * {numerator}"
         if coeff == -1:
             text = f"-{text}"
         elif coeff != 1:
