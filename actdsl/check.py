@@ -866,9 +866,10 @@ def _finite_differences(k, values, dtype, rng, count: int = 100) -> FiniteDiffer
     eps = float(np.finfo(dtype).eps)
     kp = _kernel_params(values, dtype)
     bound = 50 * eps ** (2 / 3)
-    kinks = [float(b) for b in _boundaries(_textbook(k.expr))] + [0.0] if not k.rowwise else []
+    textbook = None if k.rowwise else _textbook(k.expr)
+    kinks = [float(b) for b in _boundaries(textbook)] + [0.0] if not k.rowwise else []
     if not k.rowwise:
-        relations = _textbook(k.expr).atoms(sp.core.relational.Relational)
+        relations = textbook.atoms(sp.core.relational.Relational)
         penv = _param_env(values, dtype)
         xs = []
         while len(xs) < count:

@@ -8,8 +8,6 @@ import sympy as sp
 
 from .check import (FiniteDifferenceResult, _boundaries, _flips, _kernel_params, _param_env, _short,
                     _textbook, truncation_aware)
-from .derive import to_piecewise
-from .stable import to_elementary
 
 
 def higher_order(k, values, dtype, rng, count: int = 60) -> list[FiniteDifferenceResult]:
@@ -17,10 +15,9 @@ def higher_order(k, values, dtype, rng, count: int = 60) -> list[FiniteDifferenc
     eps = float(np.finfo(dtype).eps)
     h = eps ** (1 / 3)
     bound = 50 * eps ** (2 / 3)
-    kinks = [] if k.rowwise else \
-        [float(b) for b in _boundaries(to_elementary(to_piecewise(k.expr)))] + [0.0]
-
-    relations = [] if k.rowwise else _textbook(k.expr).atoms(sp.core.relational.Relational)
+    textbook = None if k.rowwise else _textbook(k.expr)  # (kinks and conditions: elementwise)
+    kinks = [] if k.rowwise else [float(b) for b in _boundaries(textbook)] + [0.0]
+    relations = [] if k.rowwise else textbook.atoms(sp.core.relational.Relational)
     penv = _param_env(values, dtype)
 
     def row():

@@ -277,7 +277,7 @@ class _Branches(sp.Piecewise):
         return _Branches(*[_pair(sp.diff(pair.expr, x), pair.cond) for pair in self.args])
 
 
-class _IntPow(sp.Function):
+class _ConstPow(sp.Function):
     """``b**n`` for a number n > 1 (whole, or a fraction: |u|**1.5) and a base holding branches,
     differentiated as n b**(n-1) b'. SymPy's Pow writes d(b**n) as b**n · n b' / b, which its Mul
     makes n b**(n-1) b' only where it can combine the two powers of b; a large b's power is kept
@@ -287,7 +287,7 @@ class _IntPow(sp.Function):
 
     def fdiff(self, argindex=1):
         b, k = self.args
-        return k * (b if k == 2 else _IntPow(b, k - 1))
+        return k * (b if k == 2 else _ConstPow(b, k - 1))
 
 
 def _diff(e: sp.Expr, v: sp.Symbol) -> sp.Expr:
@@ -297,9 +297,9 @@ def _diff(e: sp.Expr, v: sp.Symbol) -> sp.Expr:
         return tidy(sp.diff(e, v))
     lazy = rebuild(e, lambda x: type(x) is sp.Piecewise, lambda x: _Branches(*x.args))
     lazy = rebuild(lazy, lambda x: x.is_Pow and x.exp.is_Rational and x.exp > 1
-                   and x.base.has(_Branches), lambda x: _IntPow(*x.args))
+                   and x.base.has(_Branches), lambda x: _ConstPow(*x.args))
     out = sp.diff(lazy, v)
-    out = rebuild(out, lambda x: isinstance(x, _IntPow), lambda x: power(*x.args))
+    out = rebuild(out, lambda x: isinstance(x, _ConstPow), lambda x: power(*x.args))
     out = rebuild(out, lambda x: isinstance(x, _Branches), _plain)
     return tidy(out)
 
