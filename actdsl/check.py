@@ -41,7 +41,7 @@ import mpmath
 import numpy as np
 import sympy as sp
 
-from .derive import to_piecewise
+from .derive import branches, power, rebuild, replace_nodes, to_piecewise
 from .errors import ActdslError
 from .ir import RowMax, RowReduction, RowSum, n, z
 from .stable import Primitive, pow2scale, to_elementary
@@ -505,10 +505,23 @@ def _sample_points(expr, rng) -> list:
     return sorted(pts)
 
 
+def _diff(expr: sp.Expr) -> sp.Expr:
+    """d expr/dz by SymPy's rules, with each power of a Piecewise taken into its branches first
+    (max(u, 0)**2 as 0 or u**2): SymPy differentiates b**e as b**e · e b'/b, and 1/b of a
+    Piecewise is zoo on a branch where b is 0 (maxout:6+{max(z, 0)**2}+silu could not be
+    checked), though the power is 0 there and so is its derivative."""
+    def spread(base, exp):
+        if not isinstance(base, sp.Piecewise):
+            return power(base, exp)
+        return branches(*[(spread(v, exp), c) for v, c in base.args])
+    return sp.diff(rebuild(expr, lambda e: e.is_Pow and isinstance(e.base, sp.Piecewise)
+                           and not e.exp.has(z), lambda e: spread(*e.args)), z)
+
+
 def _symbolic_elementwise(k, values, rng) -> list:
     params = _rational_params(values)
     forward = _textbook(k.expr).xreplace(params)
-    exact = sp.diff(forward, z)                        # SymPy's own rules, textbook functions
+    exact = _diff(forward)                             # SymPy's own rules, textbook functions
     generated = k.plan.dout_dz.xreplace(params)        # what the backends are generated from
     results = []
     try:
@@ -542,8 +555,28 @@ def _expand_row(expr, zs: list, i: int, memo: dict):
                 memo[key] = sp.Add(*terms) if isinstance(e, RowSum) else sp.Max(*terms)
             return memo[key]
         return e
-    inner = expr.replace(lambda e: isinstance(e, RowReduction), rw)
-    return inner.xreplace({z: zs[i], n: len(zs)})
+    # rebuilt as it is: SymPy's constructors fold a condition that holds a Piecewise, and
+    # wrongly (|z_0| became -z_0 under z_1 < 0 in norm:max+{max(z, 0.5)}'s y_1)
+    inner = rebuild(expr, lambda e: isinstance(e, RowReduction), rw)
+    return replace_nodes(inner, {z: zs[i], n: sp.Integer(len(zs))})
+
+
+def _branch_at(expr, env: dict):
+    """``expr`` with every Piecewise replaced by the branch it takes at ``env`` (the first whose
+    condition holds there, exactly): the expression whose derivative at ``env`` is the
+    piecewise one's, by the kink convention of the definition (the first branch wins a tie).
+    SymPy differentiates the branch alone; differentiating the Piecewise would fold conditions
+    that hold Piecewise (an AssertionError in piecewise_fold for
+    linear+norm:max(eps=0.296)+softmax)."""
+    ev = MpEvaluator(env)
+
+    def pick(e):
+        for value, cond in e.args:
+            with mpmath.workdps(4 * DIGITS):
+                if ev.truth(cond):
+                    return value
+        raise ActdslError("actdsl.check found no branch of a definition that holds")
+    return rebuild(expr, lambda e: isinstance(e, sp.Piecewise), pick)
 
 
 def _textbook(expr: sp.Expr) -> sp.Expr:
@@ -551,7 +584,7 @@ def _textbook(expr: sp.Expr) -> sp.Expr:
     which keeps huge rows from overflowing) multiplies out exactly wherever it is used, so the
     definition has none: it is 1 here (its floor(log2 ·) would give SymPy a floor to
     differentiate, and nothing to learn from it)."""
-    expr = expr.replace(lambda e: isinstance(e, pow2scale), lambda e: sp.S.One)
+    expr = rebuild(expr, lambda e: isinstance(e, pow2scale), lambda e: sp.S.One)
     return to_elementary(to_piecewise(expr))
 
 
@@ -561,7 +594,7 @@ def _symbolic_rows(k, values, rng) -> list:
     size = 4
     zs = sp.symbols(f"zz0:{size}", real=True)
     params = _rational_params(values)
-    expr = _textbook(k.expr).xreplace(params)
+    expr = replace_nodes(_textbook(k.expr), params)
     memo: dict = {}
     ys = [_expand_row(expr, zs, i, memo) for i in range(size)]
     # dyadic rationals: exact in binary, so mpmath holds them exactly at every precision
@@ -573,7 +606,8 @@ def _symbolic_rows(k, values, rng) -> list:
         g = [sp.Rational(rng.randint(-50, 50), 16) for _ in range(size)]
         loss = to_piecewise(sp.Add(*[gi * yi for gi, yi in zip(g, ys)]))
         env = dict(zip(zs, [mpmath.mpf(v.p) / v.q for v in row]))
-        exact = [exact_value(lambda j=j: MpEvaluator(env)(sp.diff(loss, zs[j]))) for j in range(size)]
+        here = _branch_at(loss, env)
+        exact = [exact_value(lambda j=j: MpEvaluator(env)(sp.diff(here, zs[j]))) for j in range(size)]
         mp_row = [mpmath.mpf(v.p) / v.q for v in row]
         mp_g = [mpmath.mpf(v.p) / v.q for v in g]
         mp_params = {s: mpmath.mpf(v.p) / v.q for s, v in params.items()}
@@ -687,8 +721,8 @@ def _numeric_elementwise(kernels, ref, values, dtype, rng, full, points) -> list
     # would turn erfc(-x) into 2 - erfc(x); the symbolic check has tied their derivatives to
     # the textbook ones already
     forward = to_piecewise(ref.expr)
-    d1 = sp.diff(forward, z)
-    d2 = sp.diff(d1, z)
+    d1 = _diff(forward)
+    d2 = _diff(d1)
     xs = grid(dtype, forward, rng, full, randoms=points or 200, coarse=bool(points and points < 100))
     kinks = set(_boundaries(_textbook(ref.expr))) | {sp.Integer(0)}
     tiny = mpmath.mpf(float(np.finfo(dtype).tiny))
@@ -819,9 +853,11 @@ def _prefix_conditioning(ref, rows, kp) -> float:
     if prefix == 0:
         return 1.0
     head = compile_spec(Spec(terms[:prefix]))
+    # the head's parameters keep their names in the whole spec (the first of a name is bare)
+    hp = {p.name: kp[p.name] for p in head.params}
     worst = 1.0
     for r in rows:
-        u = head(r.astype(np.float64), **kp)
+        u = head(r.astype(np.float64), **hp)
         spread = float(np.max(np.abs(u - u.mean())))
         if spread > 0:
             worst = max(worst, float(np.max(np.abs(u))) / spread)
@@ -859,6 +895,27 @@ def _flips(relations, penv, points) -> bool:
             if len(seen) > 1:
                 return True
     return False
+
+
+def _row_flips(relations, penv, rows) -> bool:
+    """Whether a condition of a row-wise spec, at any element, changes between ``rows`` (the
+    ends of a finite difference along a direction): lgrelu's kink at a z-score of 0 in
+    softplus+norm:z+lgrelu, which a difference across it takes for an error of the VJP."""
+    with mpmath.workdps(40):
+        seen = set()
+        for r in rows:
+            row = [mpmath.mpf(float(v)) for v in r]
+            cache: dict = {}
+            seen.add(tuple(MpEvaluator({**penv, n: mpmath.mpf(len(row)), z: x}, row, cache).truth(rel)
+                           for x in row for rel in relations))
+            if len(seen) > 1:
+                return True
+    return False
+
+
+def row_relations(k) -> list:
+    """The conditions of a row-wise spec's definition, for :func:`_row_flips`."""
+    return sorted(_textbook(k.expr).atoms(sp.core.relational.Relational), key=sp.default_sort_key)
 
 
 def _finite_differences(k, values, dtype, rng, count: int = 100) -> FiniteDifferenceResult:
@@ -899,10 +956,14 @@ def _finite_differences(k, values, dtype, rng, count: int = 100) -> FiniteDiffer
     # row-wise: directional derivative <v, J^T g> against (g·y(x + h v) - g·y(x - h v)) / 2h
     worst, where = 0.0, None
     h = eps ** (1 / 3)
+    relations, penv = row_relations(k), _param_env(values, dtype)
     for _ in range(count // 10):
-        r = np.array([rng.gauss(0, 2) for _ in range(8)], dtype=dtype)
-        g = np.array([rng.gauss(0, 1) for _ in range(8)], dtype=dtype)
-        v = np.array([rng.gauss(0, 1) for _ in range(8)], dtype=dtype)
+        for _tries in range(20):  # a row whose conditions hold along the whole step
+            r = np.array([rng.gauss(0, 2) for _ in range(8)], dtype=dtype)
+            g = np.array([rng.gauss(0, 1) for _ in range(8)], dtype=dtype)
+            v = np.array([rng.gauss(0, 1) for _ in range(8)], dtype=dtype)
+            if not _row_flips(relations, penv, [r - ty(2 * h) * v, r, r + ty(2 * h) * v]):
+                break
         rp, rm = (r + ty(h) * v).astype(dtype), (r - ty(h) * v).astype(dtype)
         step = (rp.astype(np.float64) - rm.astype(np.float64))
         fd = (np.dot(g.astype(np.float64), k(rp, **kp).astype(np.float64) - k(rm, **kp).astype(np.float64)))

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 
-from .check import (FiniteDifferenceResult, _boundaries, _flips, _kernel_params, _param_env, _short,
-                    _textbook, truncation_aware)
+from .check import (FiniteDifferenceResult, _boundaries, _flips, _kernel_params, _param_env,
+                    _row_flips, _short, _textbook, row_relations, truncation_aware)
 
 
 def higher_order(k, values, dtype, rng, count: int = 60) -> list[FiniteDifferenceResult]:
@@ -43,9 +43,14 @@ def higher_order(k, values, dtype, rng, count: int = 60) -> list[FiniteDifferenc
     results = {"jvp": [0.0, None], "hvp": [0.0, None]}
     if not k.rowwise:
         results["g''"] = [0.0, None]
+    along = row_relations(k) if k.rowwise else []
     for _ in range(count // 10):
-        r, g, v = row(), *(np.array([rng.gauss(0, 1) for _ in range(8)], dtype=dtype)
-                           for _ in range(2))
+        for _tries in range(20):  # row-wise: no condition changes within the steps (2h along v)
+            r, g, v = row(), *(np.array([rng.gauss(0, 1) for _ in range(8)], dtype=dtype)
+                               for _ in range(2))
+            if not along or not _row_flips(along, penv, [r - dtype(4 * h) * v, r,
+                                                         r + dtype(4 * h) * v]):
+                break
         y, dx = k(r, **kp), k.vjp(r, g, **kp)
         errs = {"jvp": compare(k.jvp(r, v, **kp), lambda p: k(p, **kp), r, v,
                                max(1.0, float(np.max(np.abs(y))))),

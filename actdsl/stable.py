@@ -445,8 +445,23 @@ PRIMITIVES = (sigmoid, softplus, expm1, log1p, shifted, attop, expmul, times, sq
 
 
 def to_elementary(expr: sp.Expr) -> sp.Expr:
-    """The same expression with every primitive replaced by its textbook formula."""
-    return expr.replace(lambda e: isinstance(e, Primitive), lambda e: e.elementary())
+    """The same expression with every primitive replaced by its textbook formula, each
+    Piecewise rebuilt as it is (SymPy's ``replace`` would fold a condition's Piecewise out
+    through a row reduction, as if the row's z were one number)."""
+    from .derive import rebuild, replace_nodes
+
+    def textbook(e):
+        # an argument that holds a Piecewise goes in after the formula is built: sp.exp(-P)
+        # folds P's branches out, conditions and all (an AssertionError in piecewise_fold for
+        # maxout:2+{min(max(z, 0), 1)**2}+silu)
+        held = {a: sp.Dummy() for a in e.args if a.has(sp.Piecewise)}
+        if not held:
+            return e.elementary()
+        body = e.func(*[held.get(a, a) for a in e.args]).elementary()
+        return replace_nodes(body, {d: a for a, d in held.items()})
+    # and the nodes above a Piecewise are rebuilt as they are, for the same reason
+    return rebuild(expr, lambda e: isinstance(e, Primitive), textbook,
+                   evaluate=not expr.has(sp.Piecewise))
 
 
 def stabilize(expr: sp.Expr) -> sp.Expr:

@@ -141,6 +141,22 @@ def test_kinks_between_floats_and_inside_compositions_pass(spec):
     assert report.passed, str(report)
 
 
+# -- compositions the check itself could not take (each raised, or failed a right kernel) ---------
+@pytest.mark.parametrize("spec", [
+    # the parameters of the elementwise head of a row-wise spec are the whole spec's first ones
+    "softplus+norm:z+lgrelu",
+    # SymPy's piecewise_fold met a condition holding a Piecewise (AssertionError)
+    "linear+norm:max(eps=0.296)+softmax",
+    # SymPy folded |z_0| into -z_0 under z_1 < 0 inside the row's max: a right VJP failed
+    "norm:max+{max(z, 0.5)}",
+    # d(P**2) = P**2 · 2P'/P put 1/0 (zoo) into the truth where the Piecewise P is 0
+    "maxout:6+{min(max(z, 0), 1)**2}+silu",
+])
+def test_compositions_the_check_could_not_take(spec):
+    report = check(spec, backend="numpy", points=20)
+    assert report.passed, str(report)
+
+
 class _Planted:
     """A kernel whose derivative (and VJP) is ``wrong`` where ``where(x)``: what the check
     must still report."""
