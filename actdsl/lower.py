@@ -44,7 +44,8 @@ def lower(spec: Spec, text: str = "", staged: bool = False) -> IR:
             u = stage.make(u, index)
             conditions = 0
         if isinstance(term, Formula):
-            u = _rowwise_after(u, lambda v: _applied(lambda w: formula(term.expr, w, where), v))
+            u = signed_conditions(
+                _rowwise_after(u, lambda v: _applied(lambda w: formula(term.expr, w, where), v)))
             if u.has(sp.I, sp.zoo):
                 raise ParameterError("this formula is complex or undefined for every z (sqrt(-1), "
                                      f"1/0): activations are real functions{_where(where)}")
@@ -67,6 +68,7 @@ def lower(spec: Spec, text: str = "", staged: bool = False) -> IR:
         exact_hyper = {k: (v if isinstance(v, int) and d.hyper_named(k).integer else exact(v))
                        for k, v in hyper.items()}
         u = _rowwise_after(u, lambda v: _applied(lambda w: d.build(w, exact_hyper, symbols), v))
+        u = signed_conditions(u)
         displays.append(lambda v, f=d.display or d.build, h=exact_hyper, s=symbols: f(v, h, s))
     budget.check_expression(u)
     _check_constants(u)
@@ -79,6 +81,39 @@ def lower(spec: Spec, text: str = "", staged: bool = False) -> IR:
     for display in displays:
         shown = _applied(display, shown)
     return IR(u, tuple(params), shown)
+
+
+#: strictly increasing, with f(0) = 0: f(w) has the sign of w, at ±inf too
+_SIGN_KEEPING = (sp.tanh, sp.sinh, sp.asinh, sp.atan, sp.erf, stable.tanhshrink, stable.softsign,
+                 stable.expm1)
+
+
+def signed_conditions(u: sp.Expr) -> sp.Expr:
+    """``u`` with each comparison of a sign-keeping function with 0 made on its argument
+    (tanhshrink(w) <= 0 as w <= 0), and sigmoid(w) against 1/2 as w against 0: the same
+    function, and the kernels compare what they have exactly. Compared as written, tanhshrink's
+    w³/3 underflows to 0 for w below 1e-108 in float64, and trel+tanhshrink+rect:max took the
+    flat branch there (a derivative 0 where it is w², 6.8e-269 at 8.3e-135)."""
+    half = sp.Rational(1, 2)
+
+    def strip(rel):
+        a, b = rel.lhs, rel.rhs
+        changed = False
+        while True:
+            if b == 0 and isinstance(a, _SIGN_KEEPING):
+                a = a.args[0]
+            elif a == 0 and isinstance(b, _SIGN_KEEPING):
+                b = b.args[0]
+            elif b == half and isinstance(a, stable.sigmoid):
+                a, b = a.args[0], sp.S.Zero
+            elif a == half and isinstance(b, stable.sigmoid):
+                a, b = sp.S.Zero, b.args[0]
+            else:
+                break
+            changed = True
+        return rel.func(a, b) if changed else rel
+    return derive.rebuild(u, lambda e: isinstance(e, sp.core.relational.Relational) and
+                          isinstance(e.lhs, sp.Expr) and isinstance(e.rhs, sp.Expr), strip)
 
 
 def _worth_a_stage(u: sp.Expr) -> bool:

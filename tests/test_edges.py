@@ -883,3 +883,26 @@ def test_a_halved_quotient_does_not_overflow_its_denominator(backend, dtype):
         v = mpmath.mpf(float(xi))
         truth = mpmath.sign(v) / (2 * mpmath.sqrt(abs(v)))
         assert ulp_error(di, truth, np.dtype(dtype).name) <= 2, (xi, di)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_condition_on_a_sign_keeping_function_is_made_on_its_argument(backend, dtype):
+    """rect:max after tanhshrink compared w - tanh w (w³/3) with 0: it underflows to 0 for w
+    below 1e-108 in float64 (2.6e-13 in float32), and the flat branch was taken (derivative 0,
+    truth tanh(w)², 6.8e-269 at 8.3e-135). sigmoid(w) > 1/2 likewise: sigmoid(1e-20) rounds
+    to 1/2, and where(z > 0.5, z, 0) gave 0 for a value of 1/2."""
+    info = np.finfo(dtype)
+    k = actdsl.compile("tanhshrink+rect:max", backend=backend)
+    x = np.array([1e-30 if dtype == np.float32 else 8.25e-135, 1e-20, info.tiny, 0.5, -1e-20], dtype)
+    for xi, di in zip(x, k.derivative(x)):
+        v = mpmath.mpf(float(xi))
+        truth = mpmath.tanh(v) ** 2 if v > 0 else mpmath.mpf(0)
+        assert ulp_error(di, truth, np.dtype(dtype).name) <= 8, (xi, di)
+    k = actdsl.compile("sigmoid+{where(z > 0.5, z, 0)}", backend=backend)
+    x = np.array([1e-20, info.tiny, 1e-3, -1e-20], dtype)
+    for xi, yi in zip(x, k(x)):
+        with mpmath.workdps(700):  # sigmoid(2.2e-308) - 1/2 needs 310 digits to see
+            s = 1 / (1 + mpmath.exp(-mpmath.mpf(float(xi))))
+            s = s if s > 0.5 else mpmath.mpf(0)
+        assert ulp_error(yi, s, np.dtype(dtype).name) <= 4, (xi, yi)
