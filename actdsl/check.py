@@ -122,9 +122,15 @@ class MpEvaluator:
         "Pick": lambda i, *v: mpmath.nan if mpmath.isnan(i) else v[int(i)],
     }
 
-    def __init__(self, env: dict, row: list | None = None, cache: dict | None = None):
+    def __init__(self, env: dict, row: list | None = None, cache: dict | None = None,
+                 deepen: bool = True):
         self.env = env
         self.row = row
+        # whether a sum that cancels is evaluated again at more digits (add): only where every
+        # value in env is exact (inputs, parameters); a row reduction in env is rounded to the
+        # working precision, and a body compared at 4x the digits with it (attop(u, r1) in
+        # logistic+log_softmax) lost the tie that holds exactly
+        self.deepen = deepen
         self.cache = {} if cache is None else cache  # row reductions, computed once per row
         self.stages: dict = {}  # stage nodes (actdsl.stage) at this env
         self.memo: dict = {}    # each distinct subexpression once per precision: a spec's
@@ -167,10 +173,11 @@ class MpEvaluator:
         if isinstance(e, RowReduction):
             return self.reduce(e)
         if isinstance(e, Stage):  # its body at its arguments' values, once per node and env
-            if e not in self.stages:
+            key = (e, mpmath.mp.prec)
+            if key not in self.stages:
                 env = {**self.env, **dict(zip(type(e).formals, [self(a) for a in e.args]))}
-                self.stages[e] = MpEvaluator(env, self.row, {})(type(e).body)
-            return self.stages[e]
+                self.stages[key] = MpEvaluator(env, self.row, {}, self.deepen)(type(e).body)
+            return self.stages[key]
         if isinstance(e, Primitive):
             return self._primitives[type(e).__name__](*[self(a) for a in e.args])
         if isinstance(e, sp.log):
@@ -225,23 +232,25 @@ class MpEvaluator:
                 total = mpmath.fsum(terms)
                 big = max((abs(t) for t in terms if mpmath.isfinite(t)), default=mpmath.mpf(0))
                 lost = big != 0 and abs(total) <= big * mpmath.mpf(10) ** (10 - dps)
-            if not lost or dps >= 1000:
+            if not lost or dps >= 1000 or not self.deepen:
                 return total
             dps *= 4
 
     def reduce(self, e):
         if self.row is None:
             raise ActdslError("a row reduction needs a row")
-        if e in self.cache:
-            return self.cache[e]
-        vals = [MpEvaluator({**self.env, z: v}, self.row, self.cache)(e.args[0]) for v in self.row]
+        key = (e, mpmath.mp.prec)  # per precision: a sum evaluated again deeper (add) compared
+        if key in self.cache:      # its z at 4x the digits with a row maximum kept at 1x, and
+            return self.cache[key]  # lost the max's tie (logistic+log_softmax's truth was wrong)
+        vals = [MpEvaluator({**self.env, z: v}, self.row, self.cache, self.deepen)(e.args[0])
+                for v in self.row]
         if isinstance(e, RowSum):
             value = mpmath.fsum(vals)
         elif any(mpmath.isnan(v) for v in vals):
             value = mpmath.nan
         else:
             value = max(vals)
-        self.cache[e] = value
+        self.cache[key] = value
         return value
 
 
@@ -699,14 +708,14 @@ def plan_forward(plan, row: list, params: dict):
     red, argmax = {}, {}
     for group in plan.depths:
         for r in group:
-            vals = [MpEvaluator({**base, **red, z: v})(r.body) for v in row]
+            vals = [MpEvaluator({**base, **red, z: v}, deepen=False)(r.body) for v in row]
             if r.kind is RowSum:
                 red[r.symbol] = mpmath.fsum(vals)
             else:
                 nan = [j for j, v in enumerate(vals) if mpmath.isnan(v)]
                 j = nan[0] if nan else max(range(len(vals)), key=lambda i: (vals[i], -i))
                 red[r.symbol], argmax[r.symbol] = vals[j], j
-    ys = [MpEvaluator({**base, **red, z: v})(plan.out) for v in row]
+    ys = [MpEvaluator({**base, **red, z: v}, deepen=False)(plan.out) for v in row]
     return red, argmax, ys
 
 
@@ -715,7 +724,7 @@ def plan_vjp(plan, row: list, g: list, params: dict) -> list:
     red, argmax, _ = plan_forward(plan, row, params)
 
     def at(expr, j, extra=None):
-        return MpEvaluator({**base, **red, z: row[j], **(extra or {})})(expr)
+        return MpEvaluator({**base, **red, z: row[j], **(extra or {})}, deepen=False)(expr)
 
     grad = plan.grad_reductions()
     kind = {r.symbol: r.kind for r in grad}

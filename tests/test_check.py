@@ -166,6 +166,10 @@ def test_kinks_between_floats_and_inside_compositions_pass(spec):
     "maxout:2+{min(max(z, 0), 1)**2}+silu",
     # the truth of gelu'(-40) lost Φ(-40) to a cancellation below every precision tried
     "softshrink+gelu",
+    # log_softmax's attop(u, r1) evaluated again at 4x the digits against a row maximum r1 kept
+    # at 1x: the tie lost, Σ exp(u - r1) without its -1, and a right forward and VJP failed
+    "logistic+log_softmax",
+    "tanh+log_softmax+elu",
 ])
 def test_compositions_the_check_could_not_take(spec):
     report = check(spec, backend="numpy", points=20)
