@@ -572,7 +572,7 @@ def _diff(expr: sp.Expr) -> sp.Expr:
             if not outer:
                 out = sp.diff(e, z)
             else:
-                stand = {p: sp.Function(f"_piece{i}")(z) for i, p in enumerate(outer)}
+                stand = {p: sp.Function(f"_piece{i}", real=True)(z) for i, p in enumerate(outer)}
                 back = {}
                 for p, f in stand.items():
                     back[sp.Derivative(f, z)] = d(p)

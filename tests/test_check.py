@@ -170,6 +170,8 @@ def test_kinks_between_floats_and_inside_compositions_pass(spec):
     # at 1x: the tie lost, Σ exp(u - r1) without its -1, and a right forward and VJP failed
     "logistic+log_softmax",
     "tanh+log_softmax+elu",
+    # the stand-in for a Piecewise while SymPy differentiates was complex: |F|' held re and im
+    "{min(z, 1)}+softsign+tanh",
 ])
 def test_compositions_the_check_could_not_take(spec):
     report = check(spec, backend="numpy", points=20)
