@@ -44,6 +44,7 @@ class AutodiffMixin:
         parameters' part. ``d_x = Σ_i dy_i H_i ddx`` is the exact Hessian-vector product of
         ``⟨dy, y⟩`` (every H_i is symmetric), ``d_dy = J ddx`` (forward mode). Computed in float64
         by the NumPy code of the plan on every backend; returned in x's dtype."""
+        from .compiler import _cast
         self._host_only("vjp_vjp", x)
         given = {k: np.shape(v) for k, v in params.items()}
         a, xt, axis, args = self._prepare(np.asarray(x, np.float64) if _floatish(x) else x,
@@ -57,9 +58,9 @@ class AutodiffMixin:
             return (empty, empty.copy(), grads) if with_params else (empty, empty.copy())
         tangents = self._tangent_columns(ddparams, xt, args)
         _, dz_d, dps = self._tangent_code()["vjp_jvp"](xt, g, v, np.zeros_like(xt), *args, *tangents)
-        d_x = self._finish(dz_d, xt, axis, a).astype(dtype, copy=False)
+        d_x = _cast(self._finish(dz_d, xt, axis, a), dtype)  # (past float32's range: ±inf)
         d_dy = self._tangent_code()["jvp"](xt, v, *args, *tangents)
-        d_dy = self._finish(d_dy, xt, axis, a).astype(dtype, copy=False)
+        d_dy = _cast(self._finish(d_dy, xt, axis, a), dtype)
         if not with_params:
             return d_x, d_dy
         units = xt.shape[-1] if xt.ndim else 1

@@ -96,18 +96,22 @@ class MpEvaluator:
     Row reductions need ``row`` (the row's values); ``env`` maps symbols to mpf values."""
 
     _functions = {
-        sp.exp: mpmath.exp, sp.tanh: mpmath.tanh, sp.sinh: mpmath.sinh, sp.cosh: mpmath.cosh,
-        sp.sin: mpmath.sin, sp.cos: mpmath.cos, sp.tan: mpmath.tan, sp.atan: mpmath.atan,
+        sp.exp: lambda u: _exp(u), sp.tanh: mpmath.tanh,
+        sp.sinh: lambda u: _far(u, lambda: mpmath.sign(u) * mpmath.inf, mpmath.sinh),
+        sp.cosh: lambda u: _far(u, lambda: mpmath.inf, mpmath.cosh),
+        sp.sin: lambda u: _periodic(u, mpmath.sin), sp.cos: lambda u: _periodic(u, mpmath.cos),
+        sp.tan: lambda u: _periodic(u, mpmath.tan), sp.atan: mpmath.atan,
         sp.asinh: mpmath.asinh, sp.erf: mpmath.erf, sp.erfc: mpmath.erfc, sp.sech: mpmath.sech,
         sp.floor: mpmath.floor, sp.ceiling: mpmath.ceil,
     }
     _primitives = {
-        "sigmoid": lambda u: 1 / (1 + mpmath.exp(-u)),
-        "softplus": lambda u: mpmath.log1p(mpmath.exp(u)),
-        "expm1": mpmath.expm1, "log1p": lambda u: _log(1 + u) if u <= -1 else mpmath.log1p(u),
+        "sigmoid": lambda u: 1 / (1 + _exp(-u)),
+        "softplus": lambda u: u + mpmath.log1p(_exp(-u)) if u > 0 else mpmath.log1p(_exp(u)),
+        "expm1": lambda u: _far(u, lambda: mpmath.inf if u > 0 else mpmath.mpf(-1), mpmath.expm1),
+        "log1p": lambda u: _log(1 + u) if u <= -1 else mpmath.log1p(u),
         "shifted": lambda a, b: a - b if not (mpmath.isinf(a) and a == b) else mpmath.mpf(0),
         "attop": lambda a, b: mpmath.mpf(1) if a == b else mpmath.mpf(0),
-        "expmul": lambda a, g: g * mpmath.exp(a),
+        "expmul": lambda a, g: g * _exp(a),
         "times": lambda m, u: mpmath.mpf(0) if m == 0 and mpmath.isinf(u) else m * u,
         "sqrt0": lambda u: mpmath.sqrt(u) if u >= 0 else mpmath.nan, "ncdf": mpmath.ncdf,
         "tanhshrink": lambda u: u - mpmath.tanh(u), "softsign": lambda u: u / (1 + abs(u)),
@@ -285,6 +289,24 @@ def _pow(base, exp, ev):
     return base ** x
 
 
+def _far(u, beyond, f):
+    """``f(u)``, or ``beyond()`` where ``u`` is past 2**20 in magnitude (finite): exp, sinh,
+    cosh and expm1 there are past 2**(2**20), beyond every float's range as _pow's powers are, and
+    mpmath computing them from a larger argument (exp(exp(exp(3e38)))) ran for hours."""
+    return beyond() if mpmath.isfinite(u) and abs(u) > _FAR else f(u)
+
+
+def _exp(u):
+    return _far(u, lambda: mpmath.inf if u > 0 else mpmath.mpf(0), mpmath.exp)
+
+
+def _periodic(u, f):
+    """sin, cos: NaN past 2**4096, as at ±inf: reducing an argument that large modulo 2π takes
+    mpmath as many bits (hours for sin(exp(exp(z))) at 3e38), and no float argument is there."""
+    return mpmath.nan if mpmath.isfinite(u) and abs(u) > _PERIODIC else f(u)
+
+
+_PERIODIC = mpmath.mpf(2) ** 4096
 _FAR = 1 << 20  # bits of a power's magnitude: 2**(2**20) is beyond float64's 2**1024 and beyond
 # the smallest subnormal's 2**-1074 in the other direction
 

@@ -6,6 +6,7 @@ VJP (tested on its own elsewhere), and mpmath's numerical second derivative of h
 formulas.
 """
 import math
+import warnings
 
 import mpmath
 import numpy as np
@@ -205,6 +206,19 @@ def test_vjp_of_vjp_dtype_and_elementwise_case():
     assert d_x.dtype == d_dy.dtype == np.float32
     _close(d_x, 2 * 0.5 * k.derivative(x.astype(np.float64), order=2), tol=1e-6)
     _close(d_dy, 0.5 * k.derivative(x.astype(np.float64)), tol=1e-6)
+
+
+def test_vjp_of_vjp_past_float32s_range_is_inf_without_a_warning():
+    """vjp_vjp computes in float64; a float32 result beyond float32's range is ±inf, as the
+    correctly rounded cast gives, and NumPy's 'overflow encountered in cast' is not the user's
+    business. {z**3} at 3e30: d_x = 6 z dy ddx = 1.8e31, d_dy = 3 z² ddx = 2.7e61 -> inf."""
+    k = actdsl.compile("{z**3}", backend="numpy")
+    x = np.array([3e30, -3e30], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        d_x, d_dy = k.vjp_vjp(x, np.ones(2, np.float32), np.ones(2, np.float32))
+    _close(d_x, np.array([6 * 3e30, -6 * 3e30]), tol=1e-6)
+    assert d_dy.dtype == np.float32 and list(d_dy) == [np.inf, np.inf]
 
 
 # -- actdsl.check checks them too ----------------------------------------------------------------

@@ -1,5 +1,6 @@
 """actdsl.check: the report's arithmetic, every built-in passing, and real bugs caught."""
 import math
+import signal
 
 import mpmath
 import numpy as np
@@ -176,6 +177,22 @@ def test_kinks_between_floats_and_inside_compositions_pass(spec):
 def test_compositions_the_check_could_not_take(spec):
     report = check(spec, backend="numpy", points=20)
     assert report.passed, str(report)
+
+
+def test_truth_far_beyond_every_float_comes_in_seconds():
+    """mpmath computed exp(exp(exp(3e38))) exactly (an exponent of 10^38 digits: hours); past
+    2**20 exp saturates (its value is beyond every float's range, as _pow's powers are), and sin
+    of a number past 2**4096 is NaN, as at inf (the reduction modulo 2π took as many bits)."""
+    def stop(*_):
+        raise TimeoutError("actdsl.check took over 60 s")
+    old = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(60)
+    try:
+        assert check("{exp(exp(exp(z)))}", backend="numpy", dtype="float64", points=20).passed
+        check("{sin(exp(exp(z)))}", backend="numpy", dtype="float64", points=20)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
 
 
 class _Planted:
