@@ -22,7 +22,7 @@ from sympy.functions.elementary.piecewise import ExprCondPair
 from . import budget
 from .errors import ParameterError
 from .ir import IR, RowMax, RowReduction, n, z
-from .stable import expmul, pow2scale, tanh
+from .stable import expm1, expmul, pow2scale, softplus, tanh
 
 
 def branches(*pairs) -> sp.Expr:
@@ -252,6 +252,37 @@ def zero_first(expr: sp.Expr) -> sp.Expr:
     return rebuild(expr, lambda e: e.is_Mul and any(zero_branch(a) for a in e.args), rewrite)
 
 
+def zero_where_flat(expr: sp.Expr) -> sp.Expr:
+    """The derivative of an elementwise spec with each product that has a factor 0 on a branch
+    (relu6's, hardswish's, a clip's flat parts) and another factor that can overflow (an exp, a
+    softplus, a power) put into that factor's branches: 0 there, whatever the others are.
+    hardswish(e^z)' at z = 100 in float32 was hardswish's 0 · e^100 = NaN where it is e^100 (inf
+    after rounding), and hardswish(softplus(9^9 z))' at 1.7e38 NaN where it is 9^9. The rest of
+    the product is written once per nonzero branch; taken after :func:`defined` has seen the
+    plain product (a 1/0 on a taken branch is still refused)."""
+    def zero_branch(a, others):
+        return (isinstance(a, sp.Piecewise) and any(v == 0 for v, _ in a.args)
+                and any(_may_overflow(o) for o in others))
+
+    def first(e):
+        return next((a for a in e.args if zero_branch(a, [o for o in e.args if o is not a])),
+                    None)
+
+    def rewrite(e):
+        pw = first(e)
+        rest = sp.Mul(*[a for a in e.args if a is not pw])
+        return branches(*[(v if v == 0 else v * rest, c) for v, c in pw.args])
+
+    return rebuild(expr, lambda e: e.is_Mul and first(e) is not None, rewrite)
+
+
+def _may_overflow(e: sp.Expr) -> bool:
+    """Whether ``e`` holds a function that overflows to inf on a finite argument: exp, sinh,
+    cosh, softplus, expm1, or a power of a variable with an exponent outside (0, 1]."""
+    return bool(e.has(sp.exp, sp.sinh, sp.cosh, softplus, expm1, expmul)) or any(
+        p.free_symbols and not (p.exp.is_number and 0 < p.exp <= 1) for p in e.atoms(sp.Pow))
+
+
 def _sech_arg(term):
     return term.args[1].base.args[0]
 
@@ -466,7 +497,8 @@ def make_plan(ir: IR) -> Plan:
         reductions=tuple(reductions),
         out=out,
         params=theta,
-        dout_dz=d(out, z),
+        # (elementwise: a row-wise VJP's exact cancellations hold in its products as they are)
+        dout_dz=d(out, z) if reductions else zero_where_flat(d(out, z)),
         dout_dr={r.symbol: d(out, r.symbol) for r in grad},
         dbody_dz=dbody_dz,
         dbody_dr=dbody_dr,

@@ -906,3 +906,26 @@ def test_a_condition_on_a_sign_keeping_function_is_made_on_its_argument(backend,
             s = 1 / (1 + mpmath.exp(-mpmath.mpf(float(xi))))
             s = s if s > 0.5 else mpmath.mpf(0)
         assert ulp_error(yi, s, np.dtype(dtype).name) <= 4, (xi, yi)
+
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("spec, x, dtype, expected", [
+    # hardswish(e^z) = e^z past e^z = 3: the derivative e^z, beyond the dtype's range here, is
+    # inf as correct rounding gives (hardswish's flat 0 · e^z was 0 · inf = NaN)
+    ("{exp(z)}+hardswish", 100.0, np.float32, np.inf),
+    ("{exp(z)}+hardswish", 1000.0, np.float64, np.inf),
+    # hardswish(softplus(9^9 z)) = 9^9 z for large z: slope 9^9 σ(9^9 z) = 387420489 (rounded),
+    # where 9^9 z overflowed float32 and hardswish's flat part 0 met softplus(inf)
+    ("{9**9*z}+softplus+hardswish", 1.7e38, np.float32, 387420489.0),
+])
+def test_a_zero_branch_of_a_derivative_is_zero_whatever_an_overflowed_factor_is(
+        backend, spec, x, dtype, expected):
+    """A derivative that is a product with a Piecewise factor that is 0 on a branch is 0 there,
+    not 0 · inf = NaN where an earlier term overflowed (the product is put into the branches)."""
+    k = actdsl.compile(spec, backend=backend)
+    xs = np.array([x], dtype)
+    with np.errstate(all="ignore"):
+        d = k.derivative(xs)
+        g = k.vjp(xs, np.ones_like(xs))
+    assert d.dtype == dtype and d[0] == dtype(expected) and g[0] == dtype(expected), (d, g)
