@@ -238,18 +238,7 @@ def zero_first(expr: sp.Expr) -> sp.Expr:
     row) becomes that Piecewise around the product: 0 there, whatever the other factors are.
     As a product, 0 · 1/(σ + ε/s)² was NaN once the square underflowed (a constant row of huge
     values), where the derivative is 0."""
-    def zero_branch(a):
-        return (isinstance(a, sp.Piecewise) and any(v == 0 for v, _ in a.args)
-                and not any(c.has(z) for _, c in a.args))
-
-    def rewrite(e):
-        pw = next(a for a in e.args if zero_branch(a))
-        rest = sp.Mul(*[a for a in e.args if a is not pw])
-        return branches(*[(v if v == 0 else v * rest, c) for v, c in pw.args])
-
-    # rebuild, not SymPy's replace: a condition holding a Piecewise (a comparison of a row-wise
-    # value of a piecewise input) must stay as it is (see split_reductions)
-    return rebuild(expr, lambda e: e.is_Mul and any(zero_branch(a) for a in e.args), rewrite)
+    return _into_branches(expr, lambda a, others: not any(c.has(z) for _, c in a.args))
 
 
 def zero_where_flat(expr: sp.Expr) -> sp.Expr:
@@ -260,19 +249,26 @@ def zero_where_flat(expr: sp.Expr) -> sp.Expr:
     after rounding), and hardswish(softplus(9^9 z))' at 1.7e38 NaN where it is 9^9. The rest of
     the product is written once per nonzero branch; taken after :func:`defined` has seen the
     plain product (a 1/0 on a taken branch is still refused)."""
-    def zero_branch(a, others):
-        return (isinstance(a, sp.Piecewise) and any(v == 0 for v, _ in a.args)
-                and any(_may_overflow(o) for o in others))
+    return _into_branches(expr, lambda a, others: any(_may_overflow(o) for o in others))
 
+
+def _into_branches(expr: sp.Expr, when) -> sp.Expr:
+    """Each product with a Piecewise factor that is 0 on a branch, where ``when(factor, other
+    factors)``, as that Piecewise with the other factors in each nonzero branch."""
     def first(e):
-        return next((a for a in e.args if zero_branch(a, [o for o in e.args if o is not a])),
-                    None)
+        for a in e.args:
+            if isinstance(a, sp.Piecewise) and any(v == 0 for v, _ in a.args) and \
+                    when(a, [o for o in e.args if o is not a]):
+                return a
+        return None
 
     def rewrite(e):
         pw = first(e)
         rest = sp.Mul(*[a for a in e.args if a is not pw])
         return branches(*[(v if v == 0 else v * rest, c) for v, c in pw.args])
 
+    # rebuild, not SymPy's replace: a condition holding a Piecewise (a comparison of a row-wise
+    # value of a piecewise input) must stay as it is (see split_reductions)
     return rebuild(expr, lambda e: e.is_Mul and first(e) is not None, rewrite)
 
 
