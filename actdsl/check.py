@@ -185,7 +185,13 @@ class MpEvaluator:
         if isinstance(e, Primitive):
             return self._primitives[type(e).__name__](*[self(a) for a in e.args])
         if isinstance(e, sp.log):
-            return _log(self(e.args[0]))
+            a = e.args[0]
+            if a.is_Add and sp.S.One in a.args:  # log(1 + w) as log1p(w): a textbook softplus,
+                # log(1 + e^u), was 0 at 50 and 100 digits for u = -709 (1 + 1e-308 rounds to
+                # 1), and softshrink+mish's right derivative failed against that
+                w = self(sp.Add(*[t for t in a.args if t != sp.S.One]))
+                return _log(1 + w) if mpmath.isnan(w) or w <= -1 else mpmath.log1p(w)
+            return _log(self(a))
         if isinstance(e, sp.Abs):
             return abs(self(e.args[0]))
         if isinstance(e, sp.sign):
