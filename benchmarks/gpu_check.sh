@@ -3,7 +3,10 @@
 #   bash benchmarks/gpu_check.sh [OUTDIR]
 # 1. the CUDA tests on the device (tests/cuda: the simulator's cases plus the GPU-only module);
 # 2. benchmarks/gpu.py (16384x4096 float32, against PyTorch eager and torch.compile).
-# Wheels in .whl/ (lark, where the machine lacks it) are installed to /tmp/site first.
+# Wheels in .whl/ (lark, where the machine lacks it; NumPy 2.3, where the machine's NumPy is newer
+# than its numba-cuda takes: NumPy 2.5 has no np.row_stack, which numba-cuda 0.30.4 overloads on
+# import, and every CUDA kernel failed to load) are installed to /tmp/site first, ahead of the
+# machine's own packages.
 set -u
 OUTDIR=${1:-${OUT:-/tmp/actdsl-gpu}}
 mkdir -p "$OUTDIR"
