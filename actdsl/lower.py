@@ -139,12 +139,21 @@ def _applied(build, u: sp.Expr) -> sp.Expr:
     built on a placeholder, without SymPy's evaluation of what holds it (derive.substitute); a
     small one is built on directly, so that SymPy still simplifies relu(2) or tanh(0). So is a
     stage, on which SymPy's Piecewise looked for a period (0.3-0.7 s of tlin's on one in
-    ``sparse_plus+tlin+norm:mean+tlin+norm:z``)."""
-    if budget.small(u) and not u.has(stage.Stage):
+    ``sparse_plus+tlin+norm:mean+tlin+norm:z``). And so is a row-wise value of a piecewise
+    input: SymPy's Piecewise folds a condition on one (relu's u <= 0) into if-then-else over the
+    branches of the input's Piecewise, and took them inside the row's reductions too, as if the
+    whole row were on this element's branch: relu+softmin+relu was 0 where softmin is 0.16
+    (the max over the row of -relu(z) became -z's, for z > 0)."""
+    if budget.small(u) and not u.has(stage.Stage) and not _pieces_in_a_row(u):
         return build(u)
     placeholder = sp.Dummy("u", real=True)
     return derive.substitute(build(placeholder), placeholder, u)
 
+
+
+def _pieces_in_a_row(u: sp.Expr) -> bool:
+    """Whether ``u`` has a row reduction over a Piecewise."""
+    return any(r.has(sp.Piecewise) for r in u.atoms(RowReduction))
 
 
 def _check_constants(expr: sp.Expr) -> None:

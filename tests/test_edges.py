@@ -929,3 +929,25 @@ def test_a_zero_branch_of_a_derivative_is_zero_whatever_an_overflowed_factor_is(
         d = k.derivative(xs)
         g = k.vjp(xs, np.ones_like(xs))
     assert d.dtype == dtype and d[0] == dtype(expected) and g[0] == dtype(expected), (d, g)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("spec", ["relu+softmin+relu", "relu+softmin+{max(z, 0)}"])
+def test_a_piecewise_term_after_a_row_of_a_piecewise_input(spec, backend):
+    """relu's condition on a row-wise value of relu(z) (softmin(relu(z)) <= 0), as SymPy's
+    Piecewise folded it, took the element's branch inside the row's reductions too: the row's
+    max of -relu(z) became that of -z for z > 0, and relu+softmin+relu was 0 at 0.5 and 2 where
+    softmin is 0.16 and 0.036. Against NumPy: s = softmin(relu(x)) > 0, so the last relu is the
+    identity; the VJP is -s ⊙ (g - s·g) · relu'(x)."""
+    x = np.array([[1e4, -1e4, 88.8, -88.8, 80.0, -50.0, 0.5, 2.0],
+                  [3.0, -2.0, 0.5, 2.0, -1.0, 1.5, 0.25, -0.75]])
+    g = np.array([[0.3, -1.0, 2.0, 0.5, -0.25, 1.5, -0.7, 0.9]] * 2)
+    u = np.maximum(x, 0)
+    e = np.exp(-(u - u.min(axis=1, keepdims=True)))
+    s = e / e.sum(axis=1, keepdims=True)
+    want_dx = -s * (g - (s * g).sum(axis=1, keepdims=True)) * (x > 0)
+    k = actdsl.compile(spec, backend=backend)
+    np.testing.assert_allclose(k(x), s, rtol=1e-13, atol=1e-300)
+    np.testing.assert_allclose(k.vjp(x, g), want_dx, rtol=1e-12, atol=1e-15)
+    y32 = k(x.astype(np.float32))
+    np.testing.assert_allclose(y32, s, rtol=1e-5, atol=1e-30)
