@@ -41,7 +41,7 @@ import mpmath
 import numpy as np
 import sympy as sp
 
-from .derive import branches, power, rebuild, replace_nodes, to_piecewise
+from .derive import _pair, power, rebuild, replace_nodes, to_piecewise
 from .errors import ActdslError
 from .ir import RowMax, RowReduction, RowSum, n, z
 from .stable import Primitive, pow2scale, to_elementary
@@ -583,8 +583,9 @@ def _diff(expr: sp.Expr) -> sp.Expr:
             return memo[e]
         if not e.has(z):
             out = sp.S.Zero
-        elif isinstance(e, sp.Piecewise):
-            out = branches(*[(d(v), c) for v, c in e.args])
+        elif isinstance(e, sp.Piecewise):  # its conditions as they are: SymPy's constructor
+            # re-evaluated them and raised "Invalid NaN comparison" (hardshrink+prelu+selu)
+            out = sp.Basic.__new__(sp.Piecewise, *[_pair(d(v), c) for v, c in e.args])
         else:
             outer, stack, seen = [], [e], set()
             while stack:

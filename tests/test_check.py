@@ -176,6 +176,9 @@ def test_kinks_between_floats_and_inside_compositions_pass(spec):
     # the textbook softplus log(1 + e^u) at u = -709: 1 + 1e-308 rounded to 1 at 50 and at 100
     # digits, two precisions agreed on a truth without mish's tanh(softplus(u)) term
     "softshrink+mish",
+    # SymPy's Piecewise constructor, given a derivative's branches, re-evaluated their conditions
+    # and raised TypeError("Invalid NaN comparison")
+    "hardshrink+prelu+selu",
 ])
 def test_compositions_the_check_could_not_take(spec):
     report = check(spec, backend="numpy", points=20)
