@@ -41,7 +41,7 @@ import mpmath
 import numpy as np
 import sympy as sp
 
-from .derive import _pair, power, rebuild, replace_nodes, to_piecewise
+from .derive import branches_as_they_are, power, rebuild, replace_nodes, to_piecewise
 from .errors import ActdslError
 from .ir import RowMax, RowReduction, RowSum, n, z
 from .stable import Primitive, pow2scale, to_elementary
@@ -585,7 +585,7 @@ def _diff(expr: sp.Expr) -> sp.Expr:
             out = sp.S.Zero
         elif isinstance(e, sp.Piecewise):  # its conditions as they are: SymPy's constructor
             # re-evaluated them and raised "Invalid NaN comparison" (hardshrink+prelu+selu)
-            out = sp.Basic.__new__(sp.Piecewise, *[_pair(d(v), c) for v, c in e.args])
+            out = branches_as_they_are(*[(d(v), c) for v, c in e.args])
         else:
             outer, stack, seen = [], [e], set()
             while stack:

@@ -32,6 +32,11 @@ def branches(*pairs) -> sp.Expr:
     backends need (they print a comparison of a Piecewise as it is)."""
     if not any(c.has(sp.Piecewise) for _, c in pairs):
         return sp.Piecewise(*pairs)
+    return branches_as_they_are(*pairs)
+
+
+def branches_as_they_are(*pairs) -> sp.Expr:
+    """sp.Piecewise(*pairs) without SymPy's evaluation of the pairs or their conditions."""
     return sp.Basic.__new__(sp.Piecewise, *[_pair(v, c) for v, c in pairs])
 
 
